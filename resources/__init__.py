@@ -1,0 +1,37 @@
+"""Load pandas DataFrames into PostgreSQL with binary COPY and an atomic upsert, from Dagster."""
+
+from .copy_upsert import (
+    KeySlice,
+    TimeWindowSlice,
+    WritePlan,
+    WriteResult,
+    copy_upsert,
+    read_table,
+)
+from .embedded import embedded_database_url
+from .errors import (
+    CopyUpsertError,
+    DatabaseError,
+    FrameError,
+    TableMismatchError,
+    WritePlanError,
+)
+from .io_manager import PostgresUpsertIOManager
+from .resource import PostgresResource
+
+__all__ = [
+    "CopyUpsertError",
+    "DatabaseError",
+    "FrameError",
+    "KeySlice",
+    "PostgresResource",
+    "PostgresUpsertIOManager",
+    "TableMismatchError",
+    "TimeWindowSlice",
+    "WritePlan",
+    "WritePlanError",
+    "WriteResult",
+    "copy_upsert",
+    "embedded_database_url",
+    "read_table",
+]

@@ -1,0 +1,201 @@
+"""pandas → Arrow → PostgreSQL binary COPY, chunk by chunk, and the way back for reads."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from pgpq import ArrowToPostgresBinaryEncoder
+
+from .errors import FrameError
+
+# Rows converted and encoded at a time: big enough that per-chunk overhead vanishes, small
+# enough that the encoded chunk (a few MB) is all the memory the COPY adds to the frame.
+ROWS_PER_CHUNK = 65_536
+
+
+@dataclass(frozen=True)
+class ArrowFrame:
+    """A DataFrame with the Arrow schema it is encoded with and the PostgreSQL type of each
+    column in that encoding."""
+
+    frame: pd.DataFrame
+    schema: pa.Schema
+    pg_types: Mapping[str, str]
+
+    def batches(self, rows_per_chunk: int = ROWS_PER_CHUNK) -> Iterator[pa.RecordBatch]:
+        """Convert the frame to Arrow one chunk of rows at a time, so that no second full copy
+        of the data is ever held."""
+        for start in range(0, len(self.frame), rows_per_chunk):
+            chunk = self.frame.iloc[start : start + rows_per_chunk]
+            arrays = [
+                _column_to_arrow(chunk.iloc[:, i], field) for i, field in enumerate(self.schema)
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def binary_copy_chunks(self, rows_per_chunk: int = ROWS_PER_CHUNK) -> Iterator[bytes]:
+        """The frame as PostgreSQL binary COPY data, a chunk at a time."""
+        encoder = ArrowToPostgresBinaryEncoder(self.schema)
+        yield encoder.write_header()
+        for batch in self.batches(rows_per_chunk):
+            yield encoder.write_batch(batch)
+        yield encoder.finish()
+
+
+def prepare_frame(frame: pd.DataFrame) -> ArrowFrame:
+    """Choose the Arrow type of every column and the PostgreSQL type its binary encoding
+    carries, without converting the data yet.
+
+    Raises:
+        FrameError: a column has a dtype that cannot be stored.
+    """
+    fields = [_arrow_field(str(name), frame.iloc[:, i]) for i, name in enumerate(frame.columns)]
+    schema = pa.schema(fields)
+    try:
+        encoder = ArrowToPostgresBinaryEncoder(schema)
+    except Exception as exc:
+        raise FrameError(f"cannot encode the frame for COPY: {exc}") from exc
+    pg_types = {
+        field.name: _pg_type(field, column.data_type.ddl())
+        for field, column in zip(schema, encoder.schema().columns, strict=True)
+    }
+    return ArrowFrame(frame=frame, schema=schema, pg_types=pg_types)
+
+
+def _arrow_field(name: str, column: pd.Series) -> pa.Field:
+    try:
+        inferred = pa.Schema.from_pandas(column.to_frame(name=name), preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise FrameError(
+            f"column {name!r} (dtype {column.dtype}) holds values that cannot be stored: {exc}; "
+            "convert them to one supported type first"
+        ) from exc
+    return pa.field(name, _encodable_type(name, column, inferred.field(0).type))
+
+
+def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa.DataType:
+    """The closest type PostgreSQL's binary format (through pgpq) can carry."""
+    if pa.types.is_dictionary(arrow_type):
+        return _encodable_type(name, column, arrow_type.value_type)
+    if pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
+        # PostgreSQL keeps microseconds; finer digits are truncated (see the README).
+        return pa.timestamp("us", tz=arrow_type.tz)
+    if pa.types.is_duration(arrow_type) and arrow_type.unit == "ns":
+        return pa.duration("us")
+    if pa.types.is_date64(arrow_type):
+        return pa.date32()
+    if pa.types.is_float16(arrow_type):
+        return pa.float32()
+    if pa.types.is_null(arrow_type):
+        # Every value is NULL, so the encoded type never reaches the wire.
+        return pa.string()
+    if pa.types.is_struct(arrow_type) or pa.types.is_map(arrow_type):
+        raise FrameError(
+            f"column {name!r} (dtype {column.dtype}) holds mappings, which cannot be stored yet; "
+            "serialise them to JSON strings first"
+        )
+    return arrow_type
+
+
+def _pg_type(field: pa.Field, encoded_as: str | None) -> str:
+    if encoded_as is None:
+        raise FrameError(f"column {field.name!r} has Arrow type {field.type}, which cannot be stored")
+    if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+        # pgpq names every timestamp TIMESTAMP; the binary format of timestamptz is the same
+        # UTC microsecond count, so a zoned column is declared as what it is.
+        return "timestamptz"
+    return encoded_as.lower()
+
+
+def _column_to_arrow(column: pd.Series, field: pa.Field) -> pa.Array:
+    try:
+        array = pa.array(column, from_pandas=True)
+        if pa.types.is_dictionary(array.type):
+            array = array.dictionary_decode()
+        if array.type != field.type:
+            array = pc.cast(
+                array,
+                options=pc.CastOptions(target_type=field.type, allow_time_truncate=True),
+            )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise FrameError(
+            f"column {field.name!r} (dtype {column.dtype}) holds a value that cannot be stored "
+            f"as {field.type}: {exc}"
+        ) from exc
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array
+
+
+# ---- reads --------------------------------------------------------------------------------------
+
+# PostgreSQL type (as format_type() prints it) → Arrow type for reading COPY ... (FORMAT csv).
+# Anything not listed is read as text.
+_READ_TYPES: Mapping[str, pa.DataType] = {
+    "smallint": pa.int16(),
+    "integer": pa.int32(),
+    "bigint": pa.int64(),
+    "real": pa.float32(),
+    "double precision": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp without time zone": pa.timestamp("us"),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+    "text": pa.large_string(),
+}
+
+_NULLABLE_PANDAS = {
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+
+
+def csv_to_frame(data: bytes, columns: Mapping[str, tuple[str, bool]]) -> pd.DataFrame:
+    """Decode ``COPY ... TO STDOUT (FORMAT csv)`` output into a DataFrame.
+
+    Args:
+        data: the CSV bytes, without a header row.
+        columns: column name → (PostgreSQL type, column is NOT NULL), in COPY order.
+
+    Nullable integer and boolean columns come back as pandas' nullable dtypes, so that NULL
+    does not turn them into floats or objects; NOT NULL ones as plain numpy dtypes.
+    """
+    names = list(columns)
+    types = {name: _READ_TYPES.get(pg_type, pa.large_string()) for name, (pg_type, _) in columns.items()}
+    if not names:
+        return pd.DataFrame()
+    table = pa_csv.read_csv(
+        io.BytesIO(data),
+        read_options=pa_csv.ReadOptions(column_names=names),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=types,
+            # COPY writes NULL unquoted and the empty string quoted.
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+            timestamp_parsers=["%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M:%S"],
+        ),
+    )
+    frame = pd.DataFrame(
+        {
+            name: _to_pandas(table.column(name), not_null)
+            for name, (_, not_null) in columns.items()
+        }
+    )
+    return frame
+
+
+def _to_pandas(column: pa.ChunkedArray, not_null: bool) -> pd.Series:
+    nullable_dtype = _NULLABLE_PANDAS.get(column.type)
+    if nullable_dtype is not None and not not_null:
+        return pd.Series(column.to_pandas(types_mapper={column.type: nullable_dtype}.get))
+    return pd.Series(column.to_pandas())

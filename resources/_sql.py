@@ -1,0 +1,126 @@
+"""SQL text for the COPY-upsert, built in small functions from quoted identifiers.
+
+Nothing here pastes a value into SQL: values travel as bind parameters ($1, $2, ...).
+Types come from PostgreSQL's own catalog (format_type) or from the encoder's fixed list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .errors import WritePlanError
+
+# NAMEDATALEN - 1: PostgreSQL silently truncates longer identifiers, which would make two
+# long column names collide or point a write at the wrong table.
+MAX_IDENTIFIER_BYTES = 63
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier, keeping its case; reject what PostgreSQL would mangle."""
+    if not name:
+        raise WritePlanError("an empty name cannot be used as a PostgreSQL identifier")
+    if "\x00" in name:
+        raise WritePlanError(f"name {name!r} contains a NUL byte, which PostgreSQL cannot store")
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise WritePlanError(
+            f"name {name!r} is {len(name.encode())} bytes long; PostgreSQL names hold at most "
+            f"{MAX_IDENTIFIER_BYTES} bytes: choose a shorter one"
+        )
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def column_list(columns: Sequence[str], prefix: str = "") -> str:
+    return ", ".join(prefix + quote_ident(column) for column in columns)
+
+
+def create_table(
+    target: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str]
+) -> str:
+    definitions = [f"{quote_ident(name)} {pg_type}" for name, pg_type in columns]
+    if primary_key:
+        definitions.append(f"PRIMARY KEY ({column_list(primary_key)})")
+    return f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(definitions)})"
+
+
+def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> str:
+    definitions = ", ".join(f"{quote_ident(name)} {pg_type}" for name, pg_type in columns)
+    # ON COMMIT DROP is safe only because every write runs in one explicit transaction.
+    return f"CREATE TEMP TABLE {quote_ident(stage)} ({definitions}) ON COMMIT DROP"
+
+
+def key_match(key: Sequence[str], left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{quote_ident(c)} = {right}.{quote_ident(c)}" for c in key)
+
+
+def delete_unchanged_from_stage(
+    stage: str, target: str, key: Sequence[str], compared: Sequence[str]
+) -> str:
+    """Drop staged rows equal to the stored row: they need no write, and skipping them here
+    takes no row lock and writes no row version in the target."""
+    same = " AND ".join(
+        f"s.{quote_ident(c)} IS NOT DISTINCT FROM t.{quote_ident(c)}" for c in compared
+    )
+    return (
+        f"DELETE FROM {quote_ident(stage)} AS s USING {target} AS t "
+        f"WHERE {key_match(key, 's', 't')}" + (f" AND {same}" if same else "")
+    )
+
+
+def delete_missing_from_target(
+    stage: str, target: str, key: Sequence[str], where: str | None
+) -> str:
+    """For replace with a key: delete the stored rows (of the slice) the frame no longer has."""
+    condition = f"NOT EXISTS (SELECT 1 FROM {quote_ident(stage)} AS s WHERE {key_match(key, 's', 't')})"
+    if where:
+        condition = f"({where}) AND {condition}"
+    return f"DELETE FROM {target} AS t WHERE {condition}"
+
+
+def delete_all(target: str, where: str | None) -> str:
+    return f"DELETE FROM {target} AS t" + (f" WHERE {where}" if where else "")
+
+
+def merge(
+    stage: str,
+    target: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    on_conflict: str | None,
+    update_columns: Sequence[str],
+) -> str:
+    """INSERT the staged rows in key order, resolving conflicts on the key, and count what
+    happened. ``xmax = 0`` tells a freshly inserted row from an updated one."""
+    cols = column_list(columns)
+    order = f" ORDER BY {column_list(key)}" if key else ""
+    insert = f"INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {quote_ident(stage)}{order}"
+    if on_conflict == "nothing" or (on_conflict == "update" and not update_columns):
+        insert += f" ON CONFLICT ({column_list(key)}) DO NOTHING"
+    elif on_conflict == "update":
+        assignments = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in update_columns)
+        # Concurrent writers may have changed the row since the stage was filtered.
+        changed = (
+            f"({column_list(update_columns, 't.')}) IS DISTINCT FROM "
+            f"({column_list(update_columns, 'EXCLUDED.')})"
+        )
+        insert += f" ON CONFLICT ({column_list(key)}) DO UPDATE SET {assignments} WHERE {changed}"
+    return (
+        f"WITH written AS ({insert} RETURNING (t.xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted) AS inserted, "
+        "count(*) FILTER (WHERE NOT inserted) AS updated FROM written"
+    )
+
+
+def time_window(column: str, pg_type: str, first_param: int) -> str:
+    """Rows of a time window [start, end), its bounds passed as ISO text parameters."""
+    col = f"t.{quote_ident(column)}"
+    start, end = f"${first_param}", f"${first_param + 1}"
+    return f"{col} >= CAST({start}::text AS {pg_type}) AND {col} < CAST({end}::text AS {pg_type})"
+
+
+def key_set(column: str, pg_type: str, param: int) -> str:
+    """Rows whose column is one of a set of keys, passed as one text-array parameter."""
+    return f"t.{quote_ident(column)} = ANY(CAST(${param}::text[] AS {pg_type}[]))"

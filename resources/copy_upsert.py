@@ -1,0 +1,624 @@
+"""COPY-upsert a pandas DataFrame into PostgreSQL: the core, with no Dagster in it.
+
+A write stages the frame in a temporary table with binary COPY and merges it into the target
+with ``INSERT ... ON CONFLICT``, all inside one explicit transaction on the asyncpg connection
+behind a SQLAlchemy ``AsyncConnection``. Every row lands or none does.
+
+The transaction has to be explicit: the driver connection behind SQLAlchemy runs in autocommit
+until SQLAlchemy itself begins, so ``CREATE TEMP TABLE ... ON COMMIT DROP`` followed by a COPY
+would drop the staging table before the COPY reaches it.
+
+Example::
+
+    async with engine.connect() as conn:
+        result = await copy_upsert(
+            conn, frame, schema="shop", table="products",
+            plan=WritePlan.from_options(conflict_target="sku"),
+        )
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, cast, get_args
+
+import asyncpg
+import pandas as pd
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import _sql
+from ._arrow import ArrowFrame, csv_to_frame, prepare_frame
+from .errors import CopyUpsertError, DatabaseError, FrameError, TableMismatchError, WritePlanError
+
+WriteMode = Literal["upsert", "replace", "append"]
+OnConflict = Literal["update", "nothing"]
+Duplicates = Literal["error", "keep_last", "keep_first"]
+
+__all__ = [
+    "Duplicates",
+    "KeySlice",
+    "OnConflict",
+    "TimeWindowSlice",
+    "WriteMode",
+    "WritePlan",
+    "WriteResult",
+    "copy_upsert",
+    "read_table",
+]
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """How a frame is written. Build one with :meth:`from_options`, which checks every value."""
+
+    write_mode: WriteMode
+    conflict_target: tuple[str, ...] = ()
+    on_conflict: OnConflict = "update"
+    update_columns: tuple[str, ...] | None = None
+    duplicates: Duplicates = "error"
+
+    @classmethod
+    def from_options(
+        cls,
+        conflict_target: str | Sequence[str] | None = None,
+        write_mode: str | None = None,
+        on_conflict: str | None = None,
+        update_columns: str | Sequence[str] | None = None,
+        duplicates: str | None = None,
+    ) -> WritePlan:
+        """Check loosely typed options (as found in asset metadata) and fill in defaults.
+
+        Args:
+            conflict_target: the unique key, one column name or several.
+            write_mode: ``"upsert"`` (default with a key), ``"replace"`` (default without one:
+                the table, or the partition, becomes the frame) or ``"append"``.
+            on_conflict: ``"update"`` (default) or ``"nothing"``, for rows whose key exists.
+            update_columns: the columns overwritten on conflict; default every non-key column.
+            duplicates: ``"error"`` (default), ``"keep_last"`` or ``"keep_first"``, for a key
+                that appears more than once in the frame.
+
+        Raises:
+            WritePlanError: an option has an unknown value or the wrong type.
+        """
+        key = _names("conflict_target", conflict_target) or ()
+        mode = _choice("write_mode", write_mode, WriteMode, "upsert" if key else "replace")
+        if mode == "upsert" and not key:
+            raise WritePlanError(
+                "write_mode 'upsert' needs a conflict_target: set the metadata key "
+                "'conflict_target' to the column(s) of the table's unique key"
+            )
+        updates = _names("update_columns", update_columns)
+        if updates is not None:
+            overlap = sorted(set(updates) & set(key))
+            if overlap:
+                raise WritePlanError(
+                    f"update_columns {overlap} are part of the conflict_target; "
+                    "list only non-key columns in update_columns"
+                )
+        return cls(
+            write_mode=mode,
+            conflict_target=key,
+            on_conflict=_choice("on_conflict", on_conflict, OnConflict, "update"),
+            update_columns=updates,
+            duplicates=_choice("duplicates", duplicates, Duplicates, "error"),
+        )
+
+
+@dataclass(frozen=True)
+class TimeWindowSlice:
+    """The rows whose ``column`` lies in [start, end): a time-window partition."""
+
+    column: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class KeySlice:
+    """The rows whose ``column`` is one of ``keys``: static or dynamic partitions."""
+
+    column: str
+    keys: tuple[str, ...]
+
+
+PartitionSlice = TimeWindowSlice | KeySlice
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write did. ``rows_unchanged`` counts staged rows whose stored row was left
+    as it was (equal already, or ``on_conflict="nothing"``)."""
+
+    rows_staged: int
+    rows_inserted: int
+    rows_updated: int
+    rows_unchanged: int
+    rows_deleted: int
+    row_count: int
+    partition_row_count: int | None
+    columns: tuple[tuple[str, str], ...] = field(default=())
+
+
+async def copy_upsert(
+    conn: AsyncConnection,
+    frame: pd.DataFrame,
+    *,
+    schema: str,
+    table: str,
+    plan: WritePlan,
+    partition: Sequence[PartitionSlice] = (),
+) -> WriteResult:
+    """Write ``frame`` into ``schema.table`` as ``plan`` says, atomically.
+
+    Creates the schema and the table (typed from the frame, with a primary key on the
+    conflict target) when they do not exist. When ``conn`` is already in a transaction the
+    write joins it as a savepoint; otherwise it commits on its own.
+
+    Args:
+        conn: a SQLAlchemy async connection on the asyncpg driver.
+        frame: the rows to write; its column labels are the column names.
+        schema: the target table's schema.
+        table: the target table.
+        plan: how to write; see :class:`WritePlan`.
+        partition: for a partitioned asset, the slice of the table the frame stands for.
+            Every row must lie in it; ``replace`` replaces only that slice.
+
+    Raises:
+        WritePlanError, FrameError, TableMismatchError, DatabaseError: nothing was written.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise FrameError(
+            f"expected a pandas DataFrame, got {type(frame).__name__}: return a DataFrame "
+            "from the asset"
+        )
+    target = _sql.qualified(schema, table)
+    frame = _checked_frame(frame, plan, partition)
+    encoded = prepare_frame(frame)
+    driver = await _driver_connection(conn)
+    try:
+        async with driver.transaction():
+            writer = _Writer(driver, encoded, schema, table, target, plan, partition)
+            return await writer.write()
+    except CopyUpsertError:
+        raise
+    except asyncpg.PostgresError as exc:
+        raise _database_error(exc, f"{schema}.{table}") from exc
+    except (asyncpg.InterfaceError, OSError) as exc:
+        raise DatabaseError(
+            f"lost the connection to PostgreSQL while writing {schema}.{table} ({exc}); "
+            "nothing was written: check that the server is up, then run again"
+        ) from exc
+
+
+async def read_table(
+    conn: AsyncConnection,
+    *,
+    schema: str,
+    table: str,
+    columns: Sequence[str] | None = None,
+    partition: Sequence[PartitionSlice] = (),
+) -> pd.DataFrame:
+    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into a DataFrame.
+
+    The rows travel as ``COPY (SELECT ...) TO STDOUT`` and are decoded by Arrow with the
+    table's column types, so integers stay integers (nullable ones as ``Int64``) and
+    ``timestamptz`` comes back tz-aware in UTC.
+
+    Raises:
+        TableMismatchError: the table or a requested column does not exist.
+    """
+    driver = await _driver_connection(conn)
+    async with driver.transaction(readonly=True):
+        await driver.execute("SET LOCAL TimeZone = 'UTC'")
+        stored = await _table_columns(driver, schema, table)
+        if stored is None:
+            raise TableMismatchError(
+                f"table {schema}.{table} does not exist: materialize the asset that writes it first"
+            )
+        names = list(columns) if columns is not None else list(stored)
+        missing = [name for name in names if name not in stored]
+        if missing:
+            raise TableMismatchError(
+                f"columns {missing} are not in table {schema}.{table}, which has {list(stored)}"
+            )
+        where, params = _partition_filter(partition, {n: c.pg_type for n, c in stored.items()})
+        query = f"SELECT {_sql.column_list(names)} FROM {_sql.qualified(schema, table)} AS t"
+        if where:
+            query += f" WHERE {where}"
+        chunks: list[bytes] = []
+
+        async def collect(chunk: bytes) -> None:
+            chunks.append(chunk)
+
+        await driver.copy_from_query(query, *params, output=collect, format="csv")
+    return csv_to_frame(
+        b"".join(chunks), {n: (stored[n].pg_type, stored[n].not_null) for n in names}
+    )
+
+
+# ---- checks that need no database ---------------------------------------------------------------
+
+
+def _checked_frame(
+    frame: pd.DataFrame, plan: WritePlan, partition: Sequence[PartitionSlice]
+) -> pd.DataFrame:
+    """Validate the frame against the plan; return it with string labels and duplicates
+    resolved as the plan says."""
+    names = [str(label) for label in frame.columns]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise FrameError(f"column names {repeated} appear more than once: rename them")
+    for name in names:
+        _sql.quote_ident(name)
+    if names != list(frame.columns):
+        frame = frame.set_axis(names, axis="columns")
+
+    _require_columns(names, "conflict_target", plan.conflict_target)
+    _require_columns(names, "update_columns", plan.update_columns or ())
+    _require_columns(names, "partition_expr", [s.column for s in partition])
+
+    key = list(plan.conflict_target)
+    for column in key:
+        nulls = int(frame[column].isna().sum())
+        if nulls:
+            raise FrameError(
+                f"conflict_target column {column!r} has {nulls} NULL value(s); a key cannot be "
+                "NULL: fill or drop those rows"
+            )
+    if key and len(frame):
+        repeated_rows = frame.duplicated(subset=key, keep=False)
+        if repeated_rows.any():
+            if plan.duplicates == "error":
+                example = frame.loc[repeated_rows, key].iloc[0].to_dict()
+                distinct = int(frame.loc[repeated_rows, key].drop_duplicates().shape[0])
+                raise FrameError(
+                    f"{distinct} conflict_target key(s) on {key} appear more than once "
+                    f"({int(repeated_rows.sum())} rows), e.g. {example}; drop the duplicates or "
+                    "set the metadata key 'duplicates' to 'keep_last' or 'keep_first'"
+                )
+            keep: Literal["first", "last"] = "last" if plan.duplicates == "keep_last" else "first"
+            frame = frame.drop_duplicates(subset=key, keep=keep)
+    return frame
+
+
+def _require_columns(names: Sequence[str], option: str, wanted: Iterable[str]) -> None:
+    missing = [column for column in wanted if column not in names]
+    if missing:
+        raise WritePlanError(
+            f"{option} names column(s) {missing} that the frame does not have; "
+            f"the frame's columns are {list(names)}"
+        )
+
+
+def _names(option: str, value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise WritePlanError(
+        f"{option} must be a column name or a non-empty list of column names, got {value!r}"
+    )
+
+
+def _choice(option: str, value: str | None, allowed: Any, default: str) -> Any:
+    choices = get_args(allowed)
+    if value is None:
+        return default
+    if value not in choices:
+        raise WritePlanError(
+            f"unknown {option} {value!r}: use one of {', '.join(repr(c) for c in choices)}"
+        )
+    return value
+
+
+# ---- the write ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Column:
+    pg_type: str
+    not_null: bool
+
+
+class _Writer:
+    """One write, inside the transaction that ``copy_upsert`` opened."""
+
+    def __init__(
+        self,
+        driver: asyncpg.Connection,
+        encoded: ArrowFrame,
+        schema: str,
+        table: str,
+        target: str,
+        plan: WritePlan,
+        partition: Sequence[PartitionSlice],
+    ) -> None:
+        self.driver = driver
+        self.encoded = encoded
+        self.schema = schema
+        self.table = table
+        self.name = f"{schema}.{table}"
+        self.target = target
+        self.plan = plan
+        self.partition = partition
+        self.columns = list(encoded.pg_types)
+        digest = hashlib.sha256(self.name.encode()).hexdigest()[:16]
+        self.stage = f"copy_upsert_stage_{digest}"
+
+    async def write(self) -> WriteResult:
+        stored = await self._ensure_table()
+        self._check_columns(stored)
+        await self._check_key_is_unique()
+        staged = await self._stage(stored)
+        where, params = _partition_filter(self.partition, {c: stored[c].pg_type for c in stored})
+        await self._check_rows_in_partition(where, params)
+
+        key = self.plan.conflict_target
+        deleted = 0
+        if self.plan.write_mode == "replace":
+            sql = (
+                _sql.delete_missing_from_target(self.stage, self.target, key, where)
+                if key
+                else _sql.delete_all(self.target, where)
+            )
+            deleted = _affected(await self.driver.execute(sql, *params))
+        if key and self.plan.write_mode != "append":
+            if self.plan.on_conflict == "update":
+                sql = _sql.delete_unchanged_from_stage(
+                    self.stage, self.target, key, self._update_columns()
+                )
+                await self.driver.execute(sql)
+            row = await self.driver.fetchrow(
+                _sql.merge(
+                    self.stage, self.target, self.columns, key,
+                    self.plan.on_conflict, self._update_columns(),
+                )
+            )
+        else:
+            row = await self.driver.fetchrow(
+                _sql.merge(self.stage, self.target, self.columns, (), None, ())
+            )
+        inserted, updated = int(row["inserted"]), int(row["updated"])
+        unchanged = staged - inserted - updated
+
+        row_count = int(await self.driver.fetchval(f"SELECT count(*) FROM {self.target}"))
+        partition_row_count = None
+        if self.partition:
+            partition_row_count = int(
+                await self.driver.fetchval(
+                    f"SELECT count(*) FROM {self.target} AS t WHERE {where}", *params
+                )
+            )
+        final = await _table_columns(self.driver, self.schema, self.table)
+        assert final is not None
+        return WriteResult(
+            rows_staged=staged,
+            rows_inserted=inserted,
+            rows_updated=updated,
+            rows_unchanged=unchanged,
+            rows_deleted=deleted,
+            row_count=row_count,
+            partition_row_count=partition_row_count,
+            columns=tuple((name, column.pg_type) for name, column in final.items()),
+        )
+
+    def _update_columns(self) -> tuple[str, ...]:
+        if self.plan.update_columns is not None:
+            return self.plan.update_columns
+        return tuple(c for c in self.columns if c not in self.plan.conflict_target)
+
+    async def _ensure_table(self) -> dict[str, _Column]:
+        stored = await _table_columns(self.driver, self.schema, self.table)
+        if stored is not None:
+            return stored
+        # Parallel steps may create the same schema or table at once; IF NOT EXISTS alone
+        # still races in the catalog (unique violation), so creators take turns.
+        await self.driver.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"dagster-copy-upsert:{self.name}",
+        )
+        if not await self.driver.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", self.schema
+        ):
+            await self.driver.execute(f"CREATE SCHEMA IF NOT EXISTS {_sql.quote_ident(self.schema)}")
+        await self.driver.execute(
+            _sql.create_table(
+                self.target, list(self.encoded.pg_types.items()), self.plan.conflict_target
+            )
+        )
+        created = await _table_columns(self.driver, self.schema, self.table)
+        assert created is not None
+        return created
+
+    def _check_columns(self, stored: Mapping[str, _Column]) -> None:
+        missing = [c for c in self.columns if c not in stored]
+        if missing:
+            raise TableMismatchError(
+                f"columns {missing} of the frame are not in table {self.name} "
+                f"(which has {list(stored)}): add them to the table or drop them from the frame"
+            )
+
+    async def _check_key_is_unique(self) -> None:
+        key = set(self.plan.conflict_target)
+        if not key or self.plan.write_mode == "append":
+            return
+        indexes = await self.driver.fetch(
+            """
+            SELECT ARRAY(
+                SELECT a.attname FROM unnest(i.indkey) AS k(attnum)
+                JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            ) AS columns
+            FROM pg_index AS i
+            WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indimmediate
+              AND i.indpred IS NULL AND i.indexprs IS NULL
+            """,
+            self.target,
+        )
+        if not any(set(row["columns"]) == key for row in indexes):
+            columns = _sql.column_list(sorted(key))
+            raise TableMismatchError(
+                f"table {self.name} has no unique index or constraint on exactly "
+                f"{sorted(key)}, which ON CONFLICT needs: add one (ALTER TABLE {self.target} "
+                f"ADD UNIQUE ({columns})) or change conflict_target"
+            )
+
+    async def _stage(self, stored: Mapping[str, _Column]) -> int:
+        await self.driver.execute(f"DROP TABLE IF EXISTS pg_temp.{_sql.quote_ident(self.stage)}")
+        await self.driver.execute(_sql.create_stage(self.stage, list(self.encoded.pg_types.items())))
+        result = await self.driver.copy_to_table(
+            self.stage,
+            source=_aiter(self.encoded.binary_copy_chunks()),
+            columns=self.columns,
+            format="binary",
+        )
+        staged = _affected(result)
+        await self._check_types_fit(stored)
+        return staged
+
+    async def _check_types_fit(self, stored: Mapping[str, _Column]) -> None:
+        """Cast each staged column whose type differs from the table's, inside a savepoint,
+        so that a value the table cannot hold is reported with its column."""
+        for column, frame_type in self.encoded.pg_types.items():
+            table_type = stored[column].pg_type
+            if _same_type(frame_type, table_type):
+                continue
+            castable = await self.driver.fetchval(
+                """
+                SELECT EXISTS (
+                    SELECT 1 FROM pg_cast
+                    WHERE castsource = to_regtype($1) AND casttarget = to_regtype($2)
+                      AND castcontext IN ('i', 'a'))
+                """,
+                frame_type,
+                table_type,
+            )
+            if not castable:
+                raise TableMismatchError(
+                    f"column {column!r} of table {self.name} is {table_type}, but the frame's "
+                    f"values are {frame_type}; convert the column in the frame, or alter the table"
+                )
+            try:
+                async with self.driver.transaction():
+                    await self.driver.execute(
+                        f"SELECT count(CAST({_sql.quote_ident(column)} AS {table_type})) "
+                        f"FROM {_sql.quote_ident(self.stage)}"
+                    )
+            except asyncpg.DataError as exc:
+                raise TableMismatchError(
+                    f"column {column!r}: a value of the frame ({frame_type}) cannot be stored in "
+                    f"table {self.name}'s type {table_type} ({exc}); fix the value or widen the column"
+                ) from exc
+
+    async def _check_rows_in_partition(self, where: str | None, params: Sequence[Any]) -> None:
+        if not where:
+            return
+        columns = [s.column for s in self.partition]
+        outside = await self.driver.fetchrow(
+            f"SELECT {_sql.column_list(columns, 't.')} FROM {_sql.quote_ident(self.stage)} AS t "
+            f"WHERE NOT ({where}) OR ({' OR '.join(f't.{_sql.quote_ident(c)} IS NULL' for c in columns)}) "
+            "LIMIT 1",
+            *params,
+        )
+        if outside is not None:
+            raise FrameError(
+                f"the frame has rows outside the partition being written, e.g. "
+                f"{dict(outside)}; return only the partition's rows (partition_expr "
+                f"{columns})"
+            )
+
+
+def _partition_filter(
+    partition: Sequence[PartitionSlice], types: Mapping[str, str]
+) -> tuple[str | None, list[Any]]:
+    """SQL (on alias ``t``) selecting the partition's rows, and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for part in partition:
+        if part.column not in types:
+            raise TableMismatchError(f"partition_expr column {part.column!r} is not in the table")
+        pg_type = types[part.column]
+        if isinstance(part, TimeWindowSlice):
+            clauses.append(_sql.time_window(part.column, pg_type, len(params) + 1))
+            params += [part.start.isoformat(), part.end.isoformat()]
+        else:
+            clauses.append(_sql.key_set(part.column, pg_type, len(params) + 1))
+            params.append(list(part.keys))
+    return (" AND ".join(f"({c})" for c in clauses) or None), params
+
+
+def _same_type(frame_type: str, table_type: str) -> bool:
+    aliases = {
+        "int2": "smallint", "int4": "integer", "int8": "bigint", "float4": "real",
+        "float8": "double precision", "bool": "boolean", "timestamp": "timestamp without time zone",
+        "timestamptz": "timestamp with time zone", "time": "time without time zone",
+    }
+    return aliases.get(frame_type, frame_type) == table_type
+
+
+async def _table_columns(
+    driver: asyncpg.Connection, schema: str, table: str
+) -> dict[str, _Column] | None:
+    rows = await driver.fetch(
+        """
+        SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS pg_type,
+               a.attnotnull AS not_null
+        FROM pg_attribute AS a
+        JOIN pg_class AS c ON c.oid = a.attrelid
+        JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+          AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        schema,
+        table,
+    )
+    if not rows:
+        return None
+    return {row["name"]: _Column(row["pg_type"], row["not_null"]) for row in rows}
+
+
+async def _driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection behind a SQLAlchemy async connection (SQLAlchemy's documented
+    way: ``(await conn.get_raw_connection()).driver_connection``)."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, asyncpg.Connection):
+        raise WritePlanError(
+            f"copy_upsert needs the asyncpg driver, got {type(driver).__name__}: "
+            "use a postgresql+asyncpg:// URL"
+        )
+    return driver
+
+
+async def _aiter(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def _affected(status: str) -> int:
+    """Row count of a command tag such as ``INSERT 0 5``, ``DELETE 3`` or ``COPY 10``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _database_error(exc: asyncpg.PostgresError, name: str) -> CopyUpsertError:
+    detail = cast(str, exc.args[0] if exc.args else exc)
+    column = getattr(exc, "column_name", None)
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return FrameError(
+            f"a key of the frame already exists in {name} ({detail}); use write_mode 'upsert' "
+            "with a conflict_target to update existing rows"
+        )
+    if isinstance(exc, asyncpg.NotNullViolationError):
+        return TableMismatchError(
+            f"column {column!r} of table {name} is NOT NULL but would be NULL ({detail}); "
+            "include it in the frame with values, or give it a default"
+        )
+    if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+        where = f"column {column!r}: " if column else ""
+        return TableMismatchError(f"{where}table {name} refused the frame's values: {detail}")
+    return DatabaseError(f"PostgreSQL refused the write to {name}: {detail}")

