@@ -104,7 +104,9 @@ def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa
 
 def _pg_type(field: pa.Field, encoded_as: str | None) -> str:
     if encoded_as is None:
-        raise FrameError(f"column {field.name!r} has Arrow type {field.type}, which cannot be stored")
+        raise FrameError(
+            f"column {field.name!r} has Arrow type {field.type}, which cannot be stored"
+        )
     if pa.types.is_timestamp(field.type) and field.type.tz is not None:
         # pgpq names every timestamp TIMESTAMP; the binary format of timestamptz is the same
         # UTC microsecond count, so a zoned column is declared as what it is.
@@ -168,7 +170,9 @@ def csv_to_frame(data: bytes, columns: Mapping[str, tuple[str, bool]]) -> pd.Dat
     does not turn them into floats or objects; NOT NULL ones as plain numpy dtypes.
     """
     names = list(columns)
-    types = {name: _READ_TYPES.get(pg_type, pa.large_string()) for name, (pg_type, _) in columns.items()}
+    types = {
+        name: _READ_TYPES.get(pg_type, pa.large_string()) for name, (pg_type, _) in columns.items()
+    }
     if not names:
         return pd.DataFrame()
     table = pa_csv.read_csv(
@@ -186,10 +190,7 @@ def csv_to_frame(data: bytes, columns: Mapping[str, tuple[str, bool]]) -> pd.Dat
         ),
     )
     frame = pd.DataFrame(
-        {
-            name: _to_pandas(table.column(name), not_null)
-            for name, (_, not_null) in columns.items()
-        }
+        {name: _to_pandas(table.column(name), not_null) for name, (_, not_null) in columns.items()}
     )
     return frame
 

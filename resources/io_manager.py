@@ -19,7 +19,14 @@ from dagster import (
 )
 from pydantic import Field
 
-from .copy_upsert import KeySlice, PartitionSlice, TimeWindowSlice, WritePlan, copy_upsert, read_table
+from .copy_upsert import (
+    KeySlice,
+    PartitionSlice,
+    TimeWindowSlice,
+    WritePlan,
+    copy_upsert,
+    read_table,
+)
 from .errors import CopyUpsertError, FrameError, WritePlanError
 from .resource import PostgresResource
 
@@ -163,7 +170,9 @@ def _partition_slices(
             if isinstance(sub, TimeWindowPartitionsDefinition):
                 windows = [sub.time_window_for_partition_key(v) for v in values]
                 slices.append(
-                    TimeWindowSlice(column, min(w.start for w in windows), max(w.end for w in windows))
+                    TimeWindowSlice(
+                        column, min(w.start for w in windows), max(w.end for w in windows)
+                    )
                 )
             else:
                 slices.append(KeySlice(column, tuple(values)))

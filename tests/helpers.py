@@ -27,9 +27,7 @@ def frame_asset(
 ) -> AssetsDefinition:
     """An asset that returns ``frame`` (or what ``frame()`` returns)."""
 
-    @asset(
-        key=AssetKey(list(key)), metadata=dict(metadata or {}), partitions_def=partitions_def
-    )
+    @asset(key=AssetKey(list(key)), metadata=dict(metadata or {}), partitions_def=partitions_def)
     def the_asset() -> Any:
         return frame() if callable(frame) else frame
 
@@ -37,17 +35,25 @@ def frame_asset(
 
 
 def resources_for(postgres: PostgresResource, **io_config: Any) -> dict[str, Any]:
-    return {"postgres": postgres, "io_manager": PostgresUpsertIOManager(postgres=postgres, **io_config)}
+    return {
+        "postgres": postgres,
+        "io_manager": PostgresUpsertIOManager(postgres=postgres, **io_config),
+    }
 
 
 def run_assets(
-    assets: Sequence[Any], postgres: PostgresResource, *, io_config: Mapping[str, Any] | None = None,
+    assets: Sequence[Any],
+    postgres: PostgresResource,
+    *,
+    io_config: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> ExecuteInProcessResult:
     return materialize(assets, resources=resources_for(postgres, **(io_config or {})), **kwargs)
 
 
-def written(result: ExecuteInProcessResult, key: Sequence[str] = ("shop", "products")) -> dict[str, Any]:
+def written(
+    result: ExecuteInProcessResult, key: Sequence[str] = ("shop", "products")
+) -> dict[str, Any]:
     """The output metadata of the last materialization of ``key`` in ``result``."""
     assert result.success
     events = [

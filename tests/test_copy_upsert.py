@@ -109,4 +109,8 @@ def test_write_plan_defaults() -> None:
     assert WritePlan.from_options(conflict_target="id").write_mode == "upsert"
     assert WritePlan.from_options().write_mode == "replace"
     plan = WritePlan.from_options(conflict_target=["a", "b"])
-    assert (plan.conflict_target, plan.on_conflict, plan.duplicates) == (("a", "b"), "update", "error")
+    assert (plan.conflict_target, plan.on_conflict, plan.duplicates) == (
+        ("a", "b"),
+        "update",
+        "error",
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -125,9 +125,13 @@ def test_duplicate_keys_resolved_by_policy(
 def test_empty_frame_creates_the_table_and_writes_nothing(
     postgres: PostgresResource, db: Database
 ) -> None:
-    empty = pd.DataFrame({"sku": pd.Series([], dtype="str"), "price": pd.Series([], dtype="float64")})
+    empty = pd.DataFrame(
+        {"sku": pd.Series([], dtype="str"), "price": pd.Series([], dtype="float64")}
+    )
     for _ in range(2):
-        result = written(run_assets([frame_asset(empty, metadata={"conflict_target": "sku"})], postgres))
+        result = written(
+            run_assets([frame_asset(empty, metadata={"conflict_target": "sku"})], postgres)
+        )
         assert counts(result) == (0, 0, 0, 0, 0)
         assert result["dagster/row_count"] == 0
     columns = db.fetch(
@@ -176,11 +180,13 @@ def test_created_table_has_types_from_dtypes_and_a_primary_key(
     )
     assert key == [{"attname": "id"}]
     rows = db.rows(PRODUCTS, "id")
-    assert rows[0]["at"] == datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
+    assert rows[0]["at"] == datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
     assert rows[1]["ratio"] is None and rows[1]["label"] is None and rows[1]["maybe"] is None
 
 
-def test_multi_asset_reads_the_plan_from_asset_out(postgres: PostgresResource, db: Database) -> None:
+def test_multi_asset_reads_the_plan_from_asset_out(
+    postgres: PostgresResource, db: Database
+) -> None:
     @multi_asset(
         outs={
             "orders": AssetOut(key_prefix=["shop"], metadata={"conflict_target": ["order_id"]}),
@@ -228,7 +234,11 @@ def test_async_asset_and_downstream_read_with_columns(
 
     @asset(
         key_prefix=["shop"],
-        ins={"rows": AssetIn(key=AssetKey(["shop", "products_async"]), metadata={"columns": ["sku", "price"]})},
+        ins={
+            "rows": AssetIn(
+                key=AssetKey(["shop", "products_async"]), metadata={"columns": ["sku", "price"]}
+            )
+        },
         metadata={"conflict_target": "sku"},
     )
     def doubled(rows: pd.DataFrame) -> pd.DataFrame:
@@ -305,6 +315,12 @@ def test_daily_partition_replace_touches_only_its_day(
         run_assets([visits], postgres, partition_key=day)
     readings["count"] = 1
     result = written(run_assets([visits], postgres, partition_key="2024-01-01"), ("shop", "visits"))
-    assert (result["rows_deleted"], result["dagster/partition_row_count"], result["dagster/row_count"]) == (3, 1, 4)
-    per_day = db.fetch('SELECT at::date AS day, count(*) AS n FROM shop."visits" GROUP BY 1 ORDER BY 1')
+    assert (
+        result["rows_deleted"],
+        result["dagster/partition_row_count"],
+        result["dagster/row_count"],
+    ) == (3, 1, 4)
+    per_day = db.fetch(
+        'SELECT at::date AS day, count(*) AS n FROM shop."visits" GROUP BY 1 ORDER BY 1'
+    )
     assert [r["n"] for r in per_day] == [1, 3]

@@ -1,0 +1,35 @@
+# Needs only Python 3.11+ and make: everything else is installed into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test lint ui clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+## Materialize the example assets (into $$DATABASE_URL, else the embedded PostgreSQL).
+demo: install
+	$(BIN)/python -m pipelines
+
+lint: install
+	$(BIN)/ruff check resources pipelines tests
+	$(BIN)/ruff format --check resources pipelines tests
+	$(BIN)/mypy
+
+## Lint, type-check and run the whole test suite on a real PostgreSQL.
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The Dagster UI on the same database as `make demo`.
+ui: install
+	$(BIN)/dagster dev
+
+clean:
+	rm -rf $(VENV) .dagster_copy_upsert
