@@ -12,7 +12,7 @@ from dagster import (
 
 from resources import PostgresResource, PostgresUpsertIOManager
 
-from .assets import MONTHS, airlines, airports, flights, monthly_delays, planes, weather
+from .assets import airlines, airports, flights, monthly_delays, planes, weather
 
 # url unset: DATABASE_URL when it is set, else the embedded PostgreSQL.
 postgres = PostgresResource()
@@ -25,7 +25,6 @@ dimensions_job = define_asset_job(
 flights_job = define_asset_job(
     "flights_monthly",
     selection=AssetSelection.groups("flights"),
-    partitions_def=MONTHS,
     description="One month of flights and its delay statistics.",
 )
 
