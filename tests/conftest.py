@@ -12,6 +12,7 @@ import itertools
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -66,15 +67,22 @@ async def _execute(url: str, sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-def database_url(server_url: str) -> Iterator[str]:
-    """A fresh, empty database on the test server, dropped after the test."""
+@contextmanager
+def new_database(server_url: str) -> Iterator[str]:
+    """Create an empty database on the test server; drop it afterwards."""
     name = f"copy_upsert_test_{os.getpid()}_{next(_database_numbers)}"
     run(_execute(server_url, f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
         run(_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, empty database for the test."""
+    with new_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture
