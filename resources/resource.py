@@ -69,14 +69,16 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         default=5, description="Connections opened beyond pool_size when all are in use."
     )
     connect_timeout: float = Field(
-        default=10.0, description="Seconds to wait for a new connection before failing."
+        default=10.0, gt=0, description="Seconds to wait for a new connection before failing."
     )
     statement_timeout: float | None = Field(
         default=None,
+        ge=0.001,
         description="Seconds any one statement (COPY and merge included) may run; unset: no limit.",
     )
     lock_timeout: float | None = Field(
         default=None,
+        ge=0.001,
         description=(
             "Seconds a statement may wait for a lock held by another session (say, on the "
             "target table); unset: no limit."
@@ -107,16 +109,14 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         url = self.database_url()
-        get_dagster_logger().info(
-            f"PostgresResource connects to {url.render_as_string(hide_password=True)}"
-        )
+        get_dagster_logger().info(f"PostgresResource connects to {_masked(url)}")
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self.dispose()
 
     def database_url(self) -> URL:
-        """The URL this resource connects with (asyncpg driver). Render it with
-        ``render_as_string(hide_password=True)`` before showing it anywhere."""
+        """The URL this resource connects with (asyncpg driver). It holds the password:
+        never print it as it is."""
         if self._resolved_url is None:
             raw = self.url or os.environ.get("DATABASE_URL")
             if not raw:
@@ -161,18 +161,18 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
                 result = postgres.run(lambda conn: copy_upsert(conn, frame, ...))
         """
         with self._lock:
-            if self._sync_loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name="postgres-resource-loop", daemon=True
-                )
-                thread.start()
-                self._sync_loop, self._sync_thread = loop, thread
+            if self._sync_engine is None:
                 self._sync_engine = self._create_engine(
                     pool_size=self.pool_size, max_overflow=self.max_overflow
                 )
-            loop, engine = self._sync_loop, self._sync_engine
-        assert engine is not None
+                self._sync_loop = asyncio.new_event_loop()
+                self._sync_thread = threading.Thread(
+                    target=self._sync_loop.run_forever, name="postgres-resource-loop", daemon=True
+                )
+                self._sync_thread.start()
+            engine, loop = self._sync_engine, self._sync_loop
+        if loop is None:
+            raise RuntimeError("PostgresResource.run() raced with dispose()")
 
         async def with_connection() -> T:
             async with engine.connect() as conn:
@@ -187,10 +187,12 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             self._sync_loop = self._sync_thread = self._sync_engine = None
         if loop is None or thread is None or engine is None:
             return
-        asyncio.run_coroutine_threadsafe(engine.dispose(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+        try:
+            asyncio.run_coroutine_threadsafe(engine.dispose(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
 
     def _create_engine(self, **pool: Any) -> AsyncEngine:
         server_settings = {"application_name": self.application_name}
@@ -222,8 +224,12 @@ def _asyncpg_url(raw: str) -> URL:
     return url.set(drivername="postgresql+asyncpg")
 
 
-def _masked(raw: str) -> str:
+def _masked(raw: str | URL) -> str:
+    """The URL with its password hidden, wherever it was given."""
     try:
-        return make_url(raw).render_as_string(hide_password=True)
+        url = make_url(raw)
     except ArgumentError:
         return "<unparseable URL>"
+    if "password" in url.query:
+        url = url.update_query_dict({"password": "***"})
+    return url.render_as_string(hide_password=True)

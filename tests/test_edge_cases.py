@@ -1,0 +1,212 @@
+"""Edge cases found in review: transactions, time zones, races, odd relations and types."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from resources import (
+    FrameError,
+    PostgresResource,
+    TableMismatchError,
+    TimeWindowSlice,
+    WritePlan,
+    WritePlanError,
+    copy_upsert,
+    read_table,
+)
+
+from .conftest import Database
+
+KEYED = WritePlan.from_options(conflict_target="id")
+
+
+def write(
+    postgres: PostgresResource,
+    frame: pd.DataFrame,
+    plan: WritePlan = KEYED,
+    table: str = "t",
+    **kwargs: object,
+) -> object:
+    return postgres.run(
+        lambda conn: copy_upsert(conn, frame, schema="public", table=table, plan=plan, **kwargs)  # type: ignore[arg-type]
+    )
+
+
+def test_write_after_begin_nests_in_the_callers_transaction(
+    postgres: PostgresResource, db: Database
+) -> None:
+    async def begin_write_roll_back(conn: AsyncConnection) -> None:
+        await conn.begin()
+        await copy_upsert(conn, pd.DataFrame({"id": [1]}), schema="public", table="t", plan=KEYED)
+        await conn.rollback()
+
+    postgres.run(begin_write_roll_back)
+    assert db.snapshot('public."t"') is None
+
+
+def test_first_writes_of_many_tables_into_a_new_schema_at_once(database_url: str) -> None:
+    async def write_four() -> None:
+        url = make_url(database_url).set(drivername="postgresql+asyncpg")
+        engine = create_async_engine(url, pool_size=4)
+
+        async def one(i: int) -> None:
+            async with engine.connect() as conn:
+                frame = pd.DataFrame({"id": [i]})
+                await copy_upsert(conn, frame, schema="fresh", table=f"t{i}", plan=KEYED)
+
+        try:
+            await asyncio.gather(*(one(i) for i in range(4)))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write_four())
+    assert Database(database_url).fetch(
+        "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'fresh'"
+    ) == [{"n": 4}]
+
+
+@pytest.mark.parametrize(
+    ("ddl", "kind"),
+    [
+        ("CREATE VIEW t AS SELECT 1 AS id", "a view"),
+        ("CREATE MATERIALIZED VIEW t AS SELECT 1 AS id", "a materialized view"),
+        ("CREATE TABLE t (id int PRIMARY KEY) PARTITION BY RANGE (id)", "a partitioned table"),
+    ],
+)
+def test_target_that_is_not_a_plain_table_is_named(
+    postgres: PostgresResource, db: Database, ddl: str, kind: str
+) -> None:
+    db.execute(ddl)
+    with pytest.raises(TableMismatchError, match=f"public.t is {kind}"):
+        write(postgres, pd.DataFrame({"id": [1]}))
+
+
+def test_all_null_columns_take_the_tables_types(postgres: PostgresResource, db: Database) -> None:
+    write(
+        postgres,
+        pd.DataFrame({"id": [1], "qty": [5], "at": [pd.Timestamp("2024-01-01", tz="UTC")]}),
+    )
+    write(postgres, pd.DataFrame({"id": [2], "qty": [None], "at": [None]}))
+    write(postgres, pd.DataFrame(columns=["id", "qty", "at"]))
+    assert db.rows('public."t"', "id")[1] == {"id": 2, "qty": None, "at": None}
+
+
+def test_list_columns_round_trip_to_arrays(postgres: PostgresResource, db: Database) -> None:
+    frame = pd.DataFrame({"id": [1, 2], "tags": [[1, 2], [3]]})
+    for _ in range(2):
+        write(postgres, frame)
+    assert db.rows('public."t"', "id") == [{"id": 1, "tags": [1, 2]}, {"id": 2, "tags": [3]}]
+
+
+def test_empty_frame_never_empties_the_table(postgres: PostgresResource, db: Database) -> None:
+    replace = WritePlan.from_options()
+    write(postgres, pd.DataFrame({"id": [1, 2]}), replace)
+    result = write(postgres, pd.DataFrame({"id": pd.Series([], dtype="int64")}), replace)
+    assert result.rows_deleted == 0 and result.row_count == 2  # type: ignore[attr-defined]
+
+
+def test_reads_fractional_timestamps_and_empty_tables(postgres: PostgresResource) -> None:
+    at = pd.to_datetime(["2024-01-01 00:00:00.123456"]).tz_localize("UTC")
+    write(postgres, pd.DataFrame({"id": [1], "at": at, "naive": at.tz_localize(None)}))
+    read = postgres.run(lambda conn: read_table(conn, schema="public", table="t"))
+    assert read["at"].iloc[0] == at[0] and read["naive"].iloc[0] == at[0].tz_localize(None)
+    assert str(read["at"].dtype) == "datetime64[us, UTC]"
+
+    window = TimeWindowSlice(
+        "at", datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 2, 1, tzinfo=UTC)
+    )
+    empty = postgres.run(
+        lambda conn: read_table(conn, schema="public", table="t", partition=[window])
+    )
+    assert empty.empty and list(empty.columns) == ["id", "at", "naive"]
+    assert str(empty["at"].dtype) == "datetime64[us, UTC]"
+
+
+def test_time_zone_of_the_server_does_not_shift_values(
+    postgres: PostgresResource, db: Database, database_url: str
+) -> None:
+    db.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, plain timestamp, zoned timestamptz);"
+        f"ALTER DATABASE \"{make_url(database_url).database}\" SET TimeZone = 'America/New_York'"
+    )
+    noon_utc = pd.Timestamp("2024-01-01 12:00", tz="UTC")
+    write(
+        postgres,
+        pd.DataFrame({"id": [1], "plain": [noon_utc], "zoned": [noon_utc.tz_localize(None)]}),
+    )
+    stored = db.fetch("SELECT plain::text AS plain, zoned AT TIME ZONE 'UTC' AS zoned FROM t")
+    # tz-aware into timestamp: its UTC wall time; naive into timestamptz: read as UTC.
+    assert stored == [{"plain": "2024-01-01 12:00:00", "zoned": datetime(2024, 1, 1, 12)}]
+
+
+def test_the_callers_time_zone_is_left_as_it_was(postgres: PostgresResource) -> None:
+    async def inside_a_transaction(conn: AsyncConnection) -> str:
+        await conn.execute(text("SET TimeZone = 'Asia/Tokyo'"))
+        await copy_upsert(conn, pd.DataFrame({"id": [1]}), schema="public", table="t", plan=KEYED)
+        await read_table(conn, schema="public", table="t")
+        return str((await conn.execute(text("SHOW TimeZone"))).scalar_one())
+
+    assert postgres.run(inside_a_transaction) == "Asia/Tokyo"
+
+
+def test_partition_write_cannot_move_a_row_from_another_partition(
+    postgres: PostgresResource, db: Database
+) -> None:
+    def day(d: int) -> list[TimeWindowSlice]:
+        start = datetime(2024, 1, d, tzinfo=UTC)
+        return [TimeWindowSlice("day", start, start.replace(day=d + 1))]
+
+    frame = pd.DataFrame({"id": [1, 2], "day": pd.to_datetime(["2024-01-01"] * 2, utc=True)})
+    write(postgres, frame, partition=day(1))
+    before = db.snapshot('public."t"')
+    moved = pd.DataFrame({"id": [1], "day": pd.to_datetime(["2024-01-02"], utc=True)})
+    for mode in ("upsert", "replace"):
+        plan = WritePlan.from_options(conflict_target="id", write_mode=mode)
+        with pytest.raises(
+            FrameError, match=r"key \{'id': 1\} is already stored in another partition"
+        ):
+            write(postgres, moved, plan, partition=day(2))
+        assert db.snapshot('public."t"') == before
+
+
+def test_time_window_on_a_text_column_is_refused(postgres: PostgresResource) -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    with pytest.raises(WritePlanError, match="needs a date or timestamp column"):
+        write(
+            postgres,
+            pd.DataFrame({"id": [1], "day": ["2024-01-01"]}),
+            partition=[TimeWindowSlice("day", start, start.replace(day=2))],
+        )
+
+
+def test_other_unique_constraint_is_named(postgres: PostgresResource, db: Database) -> None:
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, email text UNIQUE)")
+    with pytest.raises(FrameError, match="unique constraint 't_email_key'"):
+        write(postgres, pd.DataFrame({"id": [1, 2], "email": ["a@x", "a@x"]}))
+
+
+def test_too_long_text_names_its_column(postgres: PostgresResource, db: Database) -> None:
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, code varchar(3))")
+    with pytest.raises(TableMismatchError, match=r"column 'code'.*character varying\(3\)"):
+        write(postgres, pd.DataFrame({"id": [1], "code": ["toolong"]}))
+    assert db.snapshot('public."t"') == (0, "d41d8cd98f00b204e9800998ecf8427e")
+
+
+def test_a_bad_url_fails_the_same_way_every_time() -> None:
+    resource = PostgresResource(url="mysql://u:pw@h/db")
+    for _ in range(2):
+        with pytest.raises(WritePlanError, match="not PostgreSQL"):
+            resource.run(lambda conn: asyncio.sleep(0))
+    resource.dispose()
+
+
+def test_password_in_the_query_string_is_masked() -> None:
+    resource = PostgresResource(url="postgresql://loader@db.internal/wh?password=S3cretQ")
+    assert "S3cretQ" not in repr(resource)
