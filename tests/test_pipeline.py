@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -22,6 +25,21 @@ NEW_YORK = ZoneInfo("America/New_York")
 def test_definitions_load() -> None:
     Definitions.validate_loadable(defs)
     assert len(MONTHS.get_partition_keys()) == 12
+
+
+def test_workspace_validates_with_the_dagster_cli() -> None:
+    """`dagster dev` loads workspace.yaml with no flags; the CLI's own check agrees."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "All code locations passed validation" in result.stderr + result.stdout
 
 
 def test_flights_key_is_unique_in_the_data() -> None:
