@@ -40,13 +40,16 @@ class ArrowFrame:
             ]
             yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
-    def binary_copy_chunks(self, rows_per_chunk: int = ROWS_PER_CHUNK) -> Iterator[bytes]:
-        """The frame as PostgreSQL binary COPY data, a chunk at a time."""
+    def binary_copy_chunks(
+        self, rows_per_chunk: int = ROWS_PER_CHUNK
+    ) -> Iterator[tuple[int, bytes]]:
+        """The frame as PostgreSQL binary COPY data, a chunk at a time, each with the number
+        of rows it holds."""
         encoder = ArrowToPostgresBinaryEncoder(self.schema)
-        yield encoder.write_header()
+        yield 0, encoder.write_header()
         for batch in self.batches(rows_per_chunk):
-            yield encoder.write_batch(batch)
-        yield encoder.finish()
+            yield batch.num_rows, encoder.write_batch(batch)
+        yield 0, encoder.finish()
 
 
 def prepare_frame(frame: pd.DataFrame) -> ArrowFrame:

@@ -56,20 +56,6 @@ def key_match(key: Sequence[str], left: str, right: str) -> str:
     return " AND ".join(f"{left}.{quote_ident(c)} = {right}.{quote_ident(c)}" for c in key)
 
 
-def delete_unchanged_from_stage(
-    stage: str, target: str, key: Sequence[str], compared: Sequence[str]
-) -> str:
-    """Drop staged rows equal to the stored row: they need no write, and skipping them here
-    takes no row lock and writes no row version in the target."""
-    same = " AND ".join(
-        f"s.{quote_ident(c)} IS NOT DISTINCT FROM t.{quote_ident(c)}" for c in compared
-    )
-    return (
-        f"DELETE FROM {quote_ident(stage)} AS s USING {target} AS t "
-        f"WHERE {key_match(key, 's', 't')}" + (f" AND {same}" if same else "")
-    )
-
-
 def delete_missing_from_target(
     stage: str, target: str, key: Sequence[str], where: str | None
 ) -> str:
@@ -97,8 +83,22 @@ def merge(
     """INSERT the staged rows in key order, resolving conflicts on the key, and count what
     happened. ``xmax = 0`` tells a freshly inserted row from an updated one."""
     cols = column_list(columns)
-    order = f" ORDER BY {column_list(key)}" if key else ""
-    insert = f"INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {quote_ident(stage)}{order}"
+    source = f"SELECT {column_list(columns, 's.')} FROM {quote_ident(stage)} AS s"
+    if key and on_conflict == "update" and update_columns:
+        # Leave out rows equal to the stored row: they need no write, and skipping them here
+        # (not in ON CONFLICT ... WHERE) takes no row lock and writes no row version.
+        same = " AND ".join(
+            f"s.{quote_ident(c)} IS NOT DISTINCT FROM u.{quote_ident(c)}" for c in update_columns
+        )
+        source += (
+            f" WHERE NOT EXISTS (SELECT FROM {target} AS u WHERE {key_match(key, 's', 'u')}"
+            f" AND {same})"
+        )
+    if key:
+        # Key order: B-tree inserts stay local, and concurrent writers lock rows in the
+        # same order, so they cannot deadlock.
+        source += f" ORDER BY {column_list(key, 's.')}"
+    insert = f"INSERT INTO {target} AS t ({cols}) {source}"
     if on_conflict == "nothing" or (on_conflict == "update" and not update_columns):
         insert += f" ON CONFLICT ({column_list(key)}) DO NOTHING"
     elif on_conflict == "update":

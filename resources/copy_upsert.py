@@ -20,7 +20,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import _sql
 from ._arrow import ArrowFrame, csv_to_frame, prepare_frame
 from .errors import CopyUpsertError, DatabaseError, FrameError, TableMismatchError, WritePlanError
+
+# How often a long COPY reports how far it got.
+PROGRESS_EVERY_SECONDS = 5.0
 
 WriteMode = Literal["upsert", "replace", "append"]
 OnConflict = Literal["update", "nothing"]
@@ -152,6 +156,7 @@ async def copy_upsert(
     table: str,
     plan: WritePlan,
     partition: Sequence[PartitionSlice] = (),
+    progress: Callable[[str], None] = lambda message: None,
 ) -> WriteResult:
     """Write ``frame`` into ``schema.table`` as ``plan`` says, atomically.
 
@@ -167,6 +172,8 @@ async def copy_upsert(
         plan: how to write; see :class:`WritePlan`.
         partition: for a partitioned asset, the slice of the table the frame stands for.
             Every row must lie in it; ``replace`` replaces only that slice.
+        progress: called with a line of text every few seconds while rows are copied, and
+            at the start and end of the merge (the IO manager logs them to the run).
 
     Raises:
         WritePlanError, FrameError, TableMismatchError, DatabaseError: nothing was written.
@@ -182,7 +189,7 @@ async def copy_upsert(
     driver = await _driver_connection(conn)
     try:
         async with driver.transaction(), _utc_session(driver):
-            writer = _Writer(driver, encoded, schema, table, target, plan, partition)
+            writer = _Writer(driver, encoded, schema, table, target, plan, partition, progress)
             return await writer.write()
     except CopyUpsertError:
         raise
@@ -349,10 +356,13 @@ class _Writer:
         target: str,
         plan: WritePlan,
         partition: Sequence[PartitionSlice],
+        progress: Callable[[str], None],
     ) -> None:
         self.driver = driver
         self.encoded = encoded
         self.schema = schema
+        self.table = table
+        self.progress = progress
         self.name = f"{schema}.{table}"
         self.target = target
         self.plan = plan
@@ -366,23 +376,31 @@ class _Writer:
         self._check_columns(stored)
         await self._check_key_is_unique()
         where, params = _partition_filter(self.partition, {c: stored[c].pg_type for c in stored})
-        staged = await self._stage(stored)
+        total = len(self.encoded.frame)
         deleted = inserted = updated = 0
         # An empty frame changes nothing, whatever the mode: an upstream that returned no
         # rows must not empty the table.
-        if staged:
-            await self._check_rows_in_partition(where, params)
-            await self._check_keys_in_partition(where, params)
-            try:
-                # A savepoint, so that a failure can be diagnosed column by column.
-                async with self.driver.transaction():
-                    deleted, inserted, updated = await self._merge(where, params)
-            except (
-                asyncpg.DataError,
-                asyncpg.DatatypeMismatchError,
-                asyncpg.UndefinedFunctionError,
-            ) as exc:
-                raise await self._diagnose(stored, exc) from exc
+        if total:
+            direct = await self._copy_into_target(stored, where, params)
+            if direct is not None:
+                deleted, inserted = direct
+            else:
+                await self._stage(stored)
+                await self._check_rows_in_partition(where, params)
+                await self._check_keys_in_partition(where, params)
+                self.progress(f"merging {total:,} staged rows into {self.name}")
+                started = time.monotonic()
+                try:
+                    # A savepoint, so that a failure can be diagnosed column by column.
+                    async with self.driver.transaction():
+                        deleted, inserted, updated = await self._merge(where, params)
+                except (
+                    asyncpg.DataError,
+                    asyncpg.DatatypeMismatchError,
+                    asyncpg.UndefinedFunctionError,
+                ) as exc:
+                    raise await self._diagnose(stored, exc) from exc
+                self.progress(f"merged into {self.name} in {time.monotonic() - started:.1f} s")
 
         row_count = int(await self.driver.fetchval(f"SELECT count(*) FROM {self.target}"))
         partition_row_count = None
@@ -394,15 +412,78 @@ class _Writer:
             )
         final = await _table_columns(self.driver, self.target)
         return WriteResult(
-            rows_staged=staged,
+            rows_staged=total,
             rows_inserted=inserted,
             rows_updated=updated,
-            rows_unchanged=staged - inserted - updated,
+            rows_unchanged=total - inserted - updated,
             rows_deleted=deleted,
             row_count=row_count,
             partition_row_count=partition_row_count,
             columns=tuple((name, column.pg_type) for name, column in final.items()),
         )
+
+    async def _copy_into_target(
+        self, stored: Mapping[str, _Column], where: str | None, params: Sequence[Any]
+    ) -> tuple[int, int] | None:
+        """COPY straight into the target when no row can conflict: the table is empty, or
+        the write appends, or replaces a whole table that has no key. As fast as PostgreSQL
+        loads a file. Returns (deleted, inserted), or None to take the staged path."""
+        key = self.plan.conflict_target
+        keyless = self.plan.write_mode == "append" or (
+            self.plan.write_mode == "replace" and not key
+        )
+        empty = not await self.driver.fetchval(f"SELECT EXISTS (SELECT FROM {self.target})")
+        if not (empty or (keyless and not where)):
+            return None
+        if not await self._types_match(stored):
+            return None
+        deleted = 0
+        if self.plan.write_mode == "replace" and not empty:
+            deleted = _affected(await self.driver.execute(_sql.delete_all(self.target, None)))
+        try:
+            async with self.driver.transaction():
+                inserted = await self._copy(self.schema, self.table)
+                # The table was empty, so every row of it is the frame's.
+                await self._check_rows_in_partition(where, params, self.target)
+        except asyncpg.UniqueViolationError:
+            if keyless:
+                raise
+            # Another writer filled the table since we looked: merge instead.
+            return None
+        return deleted, inserted
+
+    async def _types_match(self, stored: Mapping[str, _Column]) -> bool:
+        """Binary COPY data must be of exactly the column's type; NULL-only columns fit
+        any."""
+        typed = [c for c in self.columns if c not in self.encoded.null_columns]
+        mismatched = await self.driver.fetchval(
+            """
+            SELECT count(*) FROM unnest($1::text[], $2::text[]) AS u(frame_type, table_type)
+            WHERE to_regtype(frame_type) IS DISTINCT FROM to_regtype(table_type)
+            """,
+            [self.encoded.pg_types[c] for c in typed],
+            [stored[c].pg_type for c in typed],
+        )
+        return int(mismatched) == 0
+
+    async def _copy(self, schema: str | None, table: str) -> int:
+        """Stream the frame into a table with binary COPY, reporting progress every few
+        seconds. asyncpg quotes the names itself."""
+        total = len(self.encoded.frame)
+        announce = _Throttle(PROGRESS_EVERY_SECONDS)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            sent = 0
+            for rows, chunk in self.encoded.binary_copy_chunks():
+                sent += rows
+                if announce():
+                    self.progress(f"copied {sent:,} of {total:,} rows for {self.name}")
+                yield chunk
+
+        result = await self.driver.copy_to_table(
+            table, schema_name=schema, source=chunks(), columns=self.columns, format="binary"
+        )
+        return _affected(result)
 
     async def _merge(self, where: str | None, params: Sequence[Any]) -> tuple[int, int, int]:
         """Apply the staged rows; return (deleted, inserted, updated)."""
@@ -416,12 +497,6 @@ class _Writer:
             )
             deleted = _affected(await self.driver.execute(sql, *params))
         if key and self.plan.write_mode != "append":
-            if self.plan.on_conflict == "update":
-                await self.driver.execute(
-                    _sql.delete_unchanged_from_stage(
-                        self.stage, self.target, key, self._update_columns()
-                    )
-                )
             sql = _sql.merge(
                 self.stage,
                 self.target,
@@ -505,7 +580,7 @@ class _Writer:
                 f"ADD UNIQUE ({columns})) or change conflict_target"
             )
 
-    async def _stage(self, stored: Mapping[str, _Column]) -> int:
+    async def _stage(self, stored: Mapping[str, _Column]) -> None:
         # A column that is NULL in every row carries no type of its own; its NULLs go into
         # the table's column as they are.
         types = {
@@ -514,13 +589,10 @@ class _Writer:
         }
         await self.driver.execute(f"DROP TABLE IF EXISTS pg_temp.{_sql.quote_ident(self.stage)}")
         await self.driver.execute(_sql.create_stage(self.stage, list(types.items())))
-        result = await self.driver.copy_to_table(
-            self.stage,
-            source=_aiter(self.encoded.binary_copy_chunks()),
-            columns=self.columns,
-            format="binary",
-        )
-        return _affected(result)
+        await self._copy(None, self.stage)
+        # Without statistics the planner takes the stage for small and probes the target's
+        # index row by row; with them it hashes.
+        await self.driver.execute(f"ANALYZE {_sql.quote_ident(self.stage)}")
 
     async def _diagnose(
         self, stored: Mapping[str, _Column], exc: asyncpg.PostgresError
@@ -552,12 +624,15 @@ class _Writer:
                 await probe.rollback()
         return _database_error(exc, self.name, self.plan)
 
-    async def _check_rows_in_partition(self, where: str | None, params: Sequence[Any]) -> None:
+    async def _check_rows_in_partition(
+        self, where: str | None, params: Sequence[Any], relation: str | None = None
+    ) -> None:
         if not where:
             return
         columns = [s.column for s in self.partition]
+        relation = relation or _sql.quote_ident(self.stage)
         outside = await self.driver.fetchrow(
-            f"SELECT {_sql.column_list(columns, 't.')} FROM {_sql.quote_ident(self.stage)} AS t "
+            f"SELECT {_sql.column_list(columns, 't.')} FROM {relation} AS t "
             f"WHERE ({where}) IS NOT TRUE LIMIT 1",
             *params,
         )
@@ -657,9 +732,19 @@ async def _driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
     return driver
 
 
-async def _aiter(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
+class _Throttle:
+    """True at most once per ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = time.monotonic()
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
 
 
 def _affected(status: str) -> int:

@@ -90,7 +90,13 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             partition = _partition_slices(context, metadata)
             result = self.postgres.run(
                 lambda conn: copy_upsert(
-                    conn, obj, schema=schema, table=table, plan=plan, partition=partition
+                    conn,
+                    obj,
+                    schema=schema,
+                    table=table,
+                    plan=plan,
+                    partition=partition,
+                    progress=context.log.info,
                 )
             )
         except CopyUpsertError as exc:

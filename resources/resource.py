@@ -84,6 +84,14 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             "target table); unset: no limit."
         ),
     )
+    temp_buffers_mb: int = Field(
+        default=256,
+        ge=1,
+        description=(
+            "Memory (MB) each session may use for temporary tables, so that staging tables "
+            "of large frames stay in memory. PostgreSQL allocates it only as it is used."
+        ),
+    )
     application_name: str = Field(
         default="dagster-copy-upsert",
         description="Shown in pg_stat_activity, to tell this package's sessions apart.",
@@ -195,7 +203,11 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             loop.close()
 
     def _create_engine(self, **pool: Any) -> AsyncEngine:
-        server_settings = {"application_name": self.application_name}
+        server_settings = {
+            "application_name": self.application_name,
+            # Only settable before the session's first temporary table: so, at connect.
+            "temp_buffers": f"{self.temp_buffers_mb}MB",
+        }
         if self.statement_timeout is not None:
             server_settings["statement_timeout"] = str(int(self.statement_timeout * 1000))
         if self.lock_timeout is not None:
