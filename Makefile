@@ -22,8 +22,8 @@ demo: install
 	$(BIN)/python -m pipelines
 
 lint: install
-	$(BIN)/ruff check resources pipelines tests
-	$(BIN)/ruff format --check resources pipelines tests
+	$(BIN)/ruff check resources pipelines tests benchmarks
+	$(BIN)/ruff format --check resources pipelines tests benchmarks
 	$(BIN)/mypy
 
 ## Lint, type-check and run the whole test suite on a real PostgreSQL.

@@ -455,9 +455,9 @@ def chart(results: list[Result], limit: Result, rows: int, version: str, machine
     ax.barh(names[::-1], ratios[::-1], color=colors[::-1])
     ax.set_xscale("log")
     ax.set_xlabel("time per row ÷ server binary COPY limit (log scale; lower is faster)")
-    ax.set_title(f"{rows:,} rows × 7 columns, PostgreSQL {version}\n{machine}", fontsize=10)
+    ax.set_title(f"{rows:,} rows x 7 columns, PostgreSQL {version}\n{machine}", fontsize=10)
     for y, value in enumerate(ratios[::-1]):
-        ax.text(value, y, f" {value:.2f}×", va="center", fontsize=8)
+        ax.text(value, y, f" {value:.2f}x", va="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / f"chart-{rows}.png", dpi=110)
 

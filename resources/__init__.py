@@ -1,6 +1,6 @@
 """Load pandas DataFrames into PostgreSQL with binary COPY and an atomic upsert, from Dagster."""
 
-from .copy_upsert import (
+from .core import (
     KeySlice,
     TimeWindowSlice,
     WritePlan,

@@ -19,7 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from .copy_upsert import (
+from .core import (
     KeySlice,
     PartitionSlice,
     TimeWindowSlice,
