@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # The demo's runs, and the UI that shows them, share one Dagster instance.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo test lint ui clean
+.PHONY: install demo test lint ui bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: lint
 ui: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev
+
+## The full benchmark (1M rows; about 10 minutes): output in benchmarks/results/.
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks.run --rows 1000000
 
 clean:
 	rm -rf $(VENV) .dagster_copy_upsert .dagster_home
