@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import decimal
 import io
+import json
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from pgpq import ArrowToPostgresBinaryEncoder
+from pgpq.encoders import LargeStringEncoderBuilder
+from pgpq.schema import Jsonb
 
 from .errors import FrameError
 
@@ -29,6 +35,8 @@ class ArrowFrame:
     pg_types: Mapping[str, str]
     # Columns NULL in every row: their values carry no type, so any column type takes them.
     null_columns: frozenset[str]
+    # Columns of dicts and lists, sent as JSON text.
+    json_columns: frozenset[str]
 
     def batches(self, rows_per_chunk: int = ROWS_PER_CHUNK) -> Iterator[pa.RecordBatch]:
         """Convert the frame to Arrow one chunk of rows at a time, so that no second full copy
@@ -36,7 +44,8 @@ class ArrowFrame:
         for start in range(0, len(self.frame), rows_per_chunk):
             chunk = self.frame.iloc[start : start + rows_per_chunk]
             arrays = [
-                _column_to_arrow(chunk.iloc[:, i], field) for i, field in enumerate(self.schema)
+                _column_to_arrow(chunk.iloc[:, i], field, field.name in self.json_columns)
+                for i, field in enumerate(self.schema)
             ]
             yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
@@ -45,7 +54,7 @@ class ArrowFrame:
     ) -> Iterator[tuple[int, bytes]]:
         """The frame as PostgreSQL binary COPY data, a chunk at a time, each with the number
         of rows it holds."""
-        encoder = ArrowToPostgresBinaryEncoder(self.schema)
+        encoder = _encoder(self.schema, self.json_columns)
         yield 0, encoder.write_header()
         for batch in self.batches(rows_per_chunk):
             yield batch.num_rows, encoder.write_batch(batch)
@@ -59,25 +68,59 @@ def prepare_frame(frame: pd.DataFrame) -> ArrowFrame:
     Raises:
         FrameError: a column has a dtype that cannot be stored.
     """
-    inferred = [_inferred_type(str(name), frame.iloc[:, i]) for i, name in enumerate(frame.columns)]
-    schema = pa.schema(
-        pa.field(str(name), _encodable_type(str(name), frame.iloc[:, i], arrow_type))
-        for i, (name, arrow_type) in enumerate(zip(frame.columns, inferred, strict=True))
-    )
+    fields: list[pa.Field] = []
+    pg_types: dict[str, str] = {}
+    null_columns: set[str] = set()
+    json_columns: set[str] = set()
+    for i, label in enumerate(frame.columns):
+        name, column = str(label), frame.iloc[:, i]
+        if _holds_json(column):
+            fields.append(pa.field(name, pa.large_string()))
+            pg_types[name] = "jsonb"
+            json_columns.add(name)
+            continue
+        inferred = _inferred_type(name, column)
+        if pa.types.is_null(inferred):
+            null_columns.add(name)
+        arrow_type = _encodable_type(name, column, inferred)
+        fields.append(pa.field(name, arrow_type))
+        if isinstance(inferred, pa.UuidType):
+            # The binary format of uuid is its 16 bytes, as pgpq writes fixed-size binary.
+            pg_types[name] = "uuid"
+    schema = pa.schema(fields)
     try:
-        encoder = ArrowToPostgresBinaryEncoder(schema)
+        encoded = _encoder(schema, frozenset(json_columns)).schema().columns
     except Exception as exc:
         raise FrameError(f"cannot encode the frame for COPY: {exc}") from exc
-    pg_types = {
-        field.name: _pg_type(field, column.data_type.ddl())
-        for field, column in zip(schema, encoder.schema().columns, strict=True)
-    }
-    null_columns = frozenset(
-        str(name)
-        for name, arrow_type in zip(frame.columns, inferred, strict=True)
-        if pa.types.is_null(arrow_type)
+    for field, encoded_column in zip(schema, encoded, strict=True):
+        pg_types.setdefault(field.name, _pg_type(field, encoded_column.data_type.ddl()))
+    return ArrowFrame(
+        frame=frame,
+        schema=schema,
+        pg_types={field.name: pg_types[field.name] for field in schema},
+        null_columns=frozenset(null_columns),
+        json_columns=frozenset(json_columns),
     )
-    return ArrowFrame(frame=frame, schema=schema, pg_types=pg_types, null_columns=null_columns)
+
+
+def _encoder(schema: pa.Schema, json_columns: frozenset[str]) -> ArrowToPostgresBinaryEncoder:
+    if not json_columns:
+        return ArrowToPostgresBinaryEncoder(schema)
+    builders = {
+        field.name: LargeStringEncoderBuilder.new_with_output(field, Jsonb())
+        if field.name in json_columns
+        else ArrowToPostgresBinaryEncoder.infer_encoder(field)
+        for field in schema
+    }
+    return ArrowToPostgresBinaryEncoder.new_with_encoders(schema, builders)
+
+
+def _holds_json(column: pd.Series) -> bool:
+    """An object column whose values are dicts or lists: stored as jsonb."""
+    if column.dtype != object:
+        return False
+    first = column.first_valid_index()
+    return first is not None and isinstance(column.loc[first], dict | list)
 
 
 def _inferred_type(name: str, column: pd.Series) -> pa.DataType:
@@ -85,14 +128,16 @@ def _inferred_type(name: str, column: pd.Series) -> pa.DataType:
         inferred = pa.Schema.from_pandas(column.to_frame(name=name), preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise FrameError(
-            f"column {name!r} (dtype {column.dtype}) holds values that cannot be stored: {exc}; "
-            "convert them to one supported type first"
+            f"column {name!r} has dtype {column.dtype}, whose values cannot be stored ({exc}): "
+            "convert the column to a supported dtype (see the README's type table)"
         ) from exc
     return inferred.field(0).type
 
 
 def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa.DataType:
     """The closest type PostgreSQL's binary format (through pgpq) can carry."""
+    if isinstance(arrow_type, pa.ExtensionType):
+        return _encodable_type(name, column, arrow_type.storage_type)
     if pa.types.is_dictionary(arrow_type):
         return _encodable_type(name, column, arrow_type.value_type)
     if pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
@@ -104,21 +149,19 @@ def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa
         return pa.date32()
     if pa.types.is_float16(arrow_type):
         return pa.float32()
+    if pa.types.is_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        return pa.large_string()
     if pa.types.is_null(arrow_type):
         # Every value is NULL, so the encoded type never reaches the wire.
-        return pa.string()
-    if pa.types.is_struct(arrow_type) or pa.types.is_map(arrow_type):
-        raise FrameError(
-            f"column {name!r} (dtype {column.dtype}) holds mappings, which cannot be stored yet; "
-            "serialise them to JSON strings first"
-        )
+        return pa.large_string()
     return arrow_type
 
 
 def _pg_type(field: pa.Field, encoded_as: str | None) -> str:
-    if encoded_as is None:
+    if encoded_as is None or encoded_as.startswith("userdefined"):
         raise FrameError(
-            f"column {field.name!r} has Arrow type {field.type}, which cannot be stored"
+            f"column {field.name!r} has Arrow type {field.type}, which cannot be stored: "
+            "convert the column to a supported dtype (see the README's type table)"
         )
     if pa.types.is_timestamp(field.type) and field.type.tz is not None:
         # pgpq names every timestamp TIMESTAMP; the binary format of timestamptz is the same
@@ -127,9 +170,16 @@ def _pg_type(field: pa.Field, encoded_as: str | None) -> str:
     return encoded_as.lower()
 
 
-def _column_to_arrow(column: pd.Series, field: pa.Field) -> pa.Array:
+def _column_to_arrow(column: pd.Series, field: pa.Field, as_json: bool) -> pa.Array:
     try:
-        array = pa.array(column, from_pandas=True)
+        if as_json:
+            array = pa.array(
+                [None if _missing(v) else json.dumps(v) for v in column], type=pa.large_string()
+            )
+        else:
+            array = pa.array(column, from_pandas=True)
+        if isinstance(array.type, pa.ExtensionType):
+            array = array.storage
         if pa.types.is_dictionary(array.type):
             array = array.dictionary_decode()
         if array.type != field.type:
@@ -137,14 +187,27 @@ def _column_to_arrow(column: pd.Series, field: pa.Field) -> pa.Array:
                 array,
                 options=pc.CastOptions(target_type=field.type, allow_time_truncate=True),
             )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as exc:
         raise FrameError(
             f"column {field.name!r} (dtype {column.dtype}) holds a value that cannot be stored "
             f"as {field.type}: {exc}"
         ) from exc
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
+    if (
+        pa.types.is_large_string(array.type)
+        and not as_json
+        and pc.any(pc.match_substring(array, "\x00")).as_py()
+    ):
+        raise FrameError(
+            f"column {field.name!r} holds text with a NUL byte (\\x00), which PostgreSQL text "
+            "cannot store: remove it, or store the column as bytes"
+        )
     return array
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, dict | list) and bool(pd.isna(value)))
 
 
 # ---- reads --------------------------------------------------------------------------------------
@@ -162,6 +225,22 @@ _READ_TYPES: Mapping[str, pa.DataType] = {
     "timestamp without time zone": pa.timestamp("us"),
     "timestamp with time zone": pa.timestamp("us", tz="UTC"),
     "text": pa.large_string(),
+    # Sent as microseconds by _sql.read_expression.
+    "interval": pa.int64(),
+}
+
+
+def _json(text: str) -> Any:
+    return json.loads(text)
+
+
+# Types whose text form becomes a Python object per value (see the README's type table).
+_FROM_TEXT: Mapping[str, Any] = {
+    "numeric": decimal.Decimal,
+    "uuid": uuid.UUID,
+    "bytea": bytes.fromhex,  # sent as hex by _sql.read_expression
+    "json": _json,
+    "jsonb": _json,
 }
 
 _NULLABLE_PANDAS = {
@@ -195,8 +274,16 @@ def csv_to_frame(data: bytes, columns: Mapping[str, tuple[str, bool]]) -> pd.Dat
     else:
         table = _read_csv(data, names, types)
     return pd.DataFrame(
-        {name: _to_pandas(table.column(name), not_null) for name, (_, not_null) in columns.items()}
+        {
+            name: _to_pandas(table.column(name), pg_type, not_null)
+            for name, (pg_type, not_null) in columns.items()
+        }
     )
+
+
+def _base_type(pg_type: str) -> str:
+    """``numeric(10,2)`` → ``numeric``."""
+    return pg_type.split("(", 1)[0]
 
 
 def _read_csv(data: bytes, names: list[str], types: Mapping[str, pa.DataType]) -> pa.Table:
@@ -215,7 +302,14 @@ def _read_csv(data: bytes, names: list[str], types: Mapping[str, pa.DataType]) -
     )
 
 
-def _to_pandas(column: pa.ChunkedArray, not_null: bool) -> pd.Series:
+def _to_pandas(column: pa.ChunkedArray, pg_type: str, not_null: bool) -> pd.Series:
+    if pg_type == "interval":
+        return pd.Series(pd.to_timedelta(column.to_pandas(), unit="us"))
+    parse = _FROM_TEXT.get(_base_type(pg_type)) or (_json if pg_type.endswith("[]") else None)
+    if parse is not None:
+        return pd.Series(
+            [None if v is None else parse(v) for v in column.to_pylist()], dtype=object
+        )
     nullable_dtype = _NULLABLE_PANDAS.get(column.type)
     if nullable_dtype is not None and not not_null:
         return pd.Series(column.to_pandas(types_mapper={column.type: nullable_dtype}.get))

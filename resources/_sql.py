@@ -128,3 +128,19 @@ def time_window(column: str, pg_type: str, first_param: int) -> str:
 def key_set(column: str, pg_type: str, param: int) -> str:
     """Rows whose column is one of a set of keys, passed as one text-array parameter."""
     return f"t.{quote_ident(column)} = ANY(CAST(${param}::text[] AS {pg_type}[]))"
+
+
+def read_expression(column: str, pg_type: str) -> str:
+    """How a column travels in ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` so that
+    _arrow.csv_to_frame can decode it exactly."""
+    col = f"t.{quote_ident(column)}"
+    if pg_type == "interval":
+        # Microseconds (a month counts 30 days, as PostgreSQL's own epoch does).
+        col = f"(extract(epoch FROM {col}) * 1000000)::bigint"
+    elif pg_type == "bytea":
+        col = f"encode({col}, 'hex')"
+    elif pg_type.endswith("[]"):
+        col = f"to_json({col})"
+    else:
+        return col
+    return f"{col} AS {quote_ident(column)}"

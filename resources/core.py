@@ -233,7 +233,8 @@ async def read_table(
                 f"columns {missing} are not in table {schema}.{table}, which has {list(stored)}"
             )
         where, params = _partition_filter(partition, {n: c.pg_type for n, c in stored.items()})
-        query = f"SELECT {_sql.column_list(names)} FROM {_sql.qualified(schema, table)} AS t"
+        selected = ", ".join(_sql.read_expression(n, stored[n].pg_type) for n in names)
+        query = f"SELECT {selected} FROM {_sql.qualified(schema, table)} AS t"
         if where:
             query += f" WHERE {where}"
         chunks: list[bytes] = []

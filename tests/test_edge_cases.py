@@ -98,11 +98,16 @@ def test_all_null_columns_take_the_tables_types(postgres: PostgresResource, db: 
     assert db.rows('public."t"', "id")[1] == {"id": 2, "qty": None, "at": None}
 
 
-def test_list_columns_round_trip_to_arrays(postgres: PostgresResource, db: Database) -> None:
+def test_list_columns_round_trip_as_jsonb(postgres: PostgresResource, db: Database) -> None:
     frame = pd.DataFrame({"id": [1, 2], "tags": [[1, 2], [3]]})
     for _ in range(2):
         write(postgres, frame)
-    assert db.rows('public."t"', "id") == [{"id": 1, "tags": [1, 2]}, {"id": 2, "tags": [3]}]
+    assert db.fetch(
+        "SELECT format_type(atttypid, NULL) AS t FROM pg_attribute "
+        "WHERE attrelid = 't'::regclass AND attname = 'tags'"
+    ) == [{"t": "jsonb"}]
+    read = postgres.run(lambda conn: read_table(conn, schema="public", table="t"))
+    assert read.sort_values("id")["tags"].tolist() == [[1, 2], [3]]
 
 
 def test_empty_frame_never_empties_the_table(postgres: PostgresResource, db: Database) -> None:
