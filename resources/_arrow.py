@@ -141,7 +141,7 @@ def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa
     if pa.types.is_dictionary(arrow_type):
         return _encodable_type(name, column, arrow_type.value_type)
     if pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
-        # PostgreSQL keeps microseconds; finer digits are truncated (see the README).
+        # PostgreSQL keeps microseconds; finer digits are rounded down (see the README).
         return pa.timestamp("us", tz=arrow_type.tz)
     if pa.types.is_duration(arrow_type) and arrow_type.unit == "ns":
         return pa.duration("us")
@@ -182,6 +182,9 @@ def _column_to_arrow(column: pd.Series, field: pa.Field, as_json: bool) -> pa.Ar
             array = array.storage
         if pa.types.is_dictionary(array.type):
             array = array.dictionary_decode()
+        if pa.types.is_timestamp(array.type) and array.type.unit == "ns":
+            # Round down to whole microseconds, before and after 1970 alike.
+            array = pc.floor_temporal(array, unit="microsecond")
         if array.type != field.type:
             array = pc.cast(
                 array,
