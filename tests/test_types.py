@@ -219,3 +219,34 @@ def test_unstorable_values_fail_naming_the_column(
         raise_on_error=False,
     )
     assert message in failure_message(result)
+
+
+def test_column_names_are_kept_exactly(postgres: PostgresResource) -> None:
+    names = [
+        "MixedCase",
+        "with space",
+        'quote"d',
+        "it's",
+        "ünïcødé ✓",
+        "order",
+        "user",
+        "select",
+        7,
+    ]
+    frame = pd.DataFrame([[1, *range(len(names) - 1)]], columns=["id", *names[:-1]])
+    frame[names[-1]] = [3.5]
+    upstream = frame_asset(frame, key=("types", "names"), metadata={"conflict_target": "id"})
+    seen: dict[str, pd.DataFrame] = {}
+
+    @asset(
+        key=AssetKey(["types", "names_copy"]), ins={"t": AssetIn(key=AssetKey(["types", "names"]))}
+    )
+    def names_copy(t: pd.DataFrame) -> None:
+        seen["frame"] = t
+
+    for _ in range(2):
+        meta = written(run_assets([upstream, names_copy], postgres), ("types", "names"))
+    stored = [c.name for c in meta["dagster/column_schema"].columns]
+    assert stored == ["id", *[str(n) for n in names]]
+    assert list(seen["frame"].columns) == stored
+    assert seen["frame"]["7"].tolist() == [3.5]
