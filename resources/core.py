@@ -42,6 +42,7 @@ PROGRESS_EVERY_SECONDS = 5.0
 WriteMode = Literal["upsert", "replace", "append"]
 OnConflict = Literal["update", "nothing"]
 Duplicates = Literal["error", "keep_last", "keep_first"]
+SchemaEvolution = Literal["add_columns", "strict"]
 
 __all__ = [
     "Duplicates",
@@ -65,6 +66,7 @@ class WritePlan:
     on_conflict: OnConflict = "update"
     update_columns: tuple[str, ...] | None = None
     duplicates: Duplicates = "error"
+    schema_evolution: SchemaEvolution = "add_columns"
 
     @classmethod
     def from_options(
@@ -74,6 +76,7 @@ class WritePlan:
         on_conflict: str | None = None,
         update_columns: str | Sequence[str] | None = None,
         duplicates: str | None = None,
+        schema_evolution: str | None = None,
     ) -> WritePlan:
         """Check loosely typed options (as found in asset metadata) and fill in defaults.
 
@@ -85,6 +88,8 @@ class WritePlan:
             update_columns: the columns overwritten on conflict; default every non-key column.
             duplicates: ``"error"`` (default), ``"keep_last"`` or ``"keep_first"``, for a key
                 that appears more than once in the frame.
+            schema_evolution: ``"add_columns"`` (default: a frame column the table lacks is
+                added, nullable, in the same transaction) or ``"strict"`` (it is an error).
 
         Raises:
             WritePlanError: an option has an unknown value or the wrong type.
@@ -110,6 +115,9 @@ class WritePlan:
             on_conflict=_choice("on_conflict", on_conflict, OnConflict, "update"),
             update_columns=updates,
             duplicates=_choice("duplicates", duplicates, Duplicates, "error"),
+            schema_evolution=_choice(
+                "schema_evolution", schema_evolution, SchemaEvolution, "add_columns"
+            ),
         )
 
 
@@ -334,6 +342,27 @@ class _Column:
     not_null: bool
 
 
+# (frame type, table type) pairs stored without changing any value: the table's type holds
+# every value of the frame's, or (integers, text into varchar) a value that does not fit
+# fails loudly, naming its column, instead of changing.
+_SAFE_CASTS = {
+    ("bigint", "integer"),
+    ("bigint", "smallint"),
+    ("integer", "smallint"),
+    ("smallint", "integer"),
+    ("smallint", "bigint"),
+    ("integer", "bigint"),
+    ("smallint", "numeric"),
+    ("integer", "numeric"),
+    ("bigint", "numeric"),
+    ("smallint", "real"),
+    ("smallint", "double precision"),
+    ("integer", "double precision"),
+    ("real", "double precision"),
+    ("text", "character varying"),
+    ("text", "character"),
+}
+
 _RELATION_KINDS = {
     "v": "a view",
     "m": "a materialized view",
@@ -374,7 +403,8 @@ class _Writer:
 
     async def write(self) -> WriteResult:
         stored = await self._ensure_table()
-        self._check_columns(stored)
+        stored = await self._add_missing_columns(stored)
+        await self._check_types(stored)
         await self._check_key_is_unique()
         where, params = _partition_filter(self.partition, {c: stored[c].pg_type for c in stored})
         total = len(self.encoded.frame)
@@ -549,12 +579,49 @@ class _Writer:
             )
         return await _table_columns(self.driver, self.target)
 
-    def _check_columns(self, stored: Mapping[str, _Column]) -> None:
+    async def _add_missing_columns(self, stored: dict[str, _Column]) -> dict[str, _Column]:
         missing = [c for c in self.columns if c not in stored]
-        if missing:
+        if not missing:
+            return stored
+        if self.plan.schema_evolution == "strict":
             raise TableMismatchError(
                 f"columns {missing} of the frame are not in table {self.name} "
-                f"(which has {list(stored)}): add them to the table or drop them from the frame"
+                f"(which has {list(stored)}) and schema_evolution is 'strict': add them to "
+                "the table, drop them from the frame, or set schema_evolution to 'add_columns'"
+            )
+        # ALTER TABLE locks the table; a second writer adding the same column waits, then
+        # finds it there (IF NOT EXISTS).
+        for column in missing:
+            await self.driver.execute(
+                f"ALTER TABLE {self.target} ADD COLUMN IF NOT EXISTS "
+                f"{_sql.quote_ident(column)} {self.encoded.pg_types[column]}"
+            )
+        self.progress(f"added columns {missing} to {self.name}")
+        return await _table_columns(self.driver, self.target)
+
+    async def _check_types(self, stored: Mapping[str, _Column]) -> None:
+        """Refuse a frame column whose values the table's column would change (a float into
+        an integer, a zoned timestamp into a naive one): no value changes silently."""
+        typed = [c for c in self.columns if c not in self.encoded.null_columns]
+        rows = await self.driver.fetch(
+            """
+            SELECT format_type(to_regtype(frame_type), NULL) AS frame_type,
+                   format_type(coalesce(nullif(b.typbasetype, 0), b.oid), NULL) AS table_type
+            FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(frame_type, table_type, i)
+            JOIN pg_type AS b ON b.oid = to_regtype(u.table_type)
+            ORDER BY u.i
+            """,
+            [self.encoded.pg_types[c] for c in typed],
+            [stored[c].pg_type for c in typed],
+        )
+        for column, row in zip(typed, rows, strict=True):
+            frame_type, table_type = row["frame_type"], row["table_type"]
+            if frame_type == table_type or (frame_type, table_type) in _SAFE_CASTS:
+                continue
+            raise TableMismatchError(
+                f"column {column!r} of table {self.name} is {stored[column].pg_type}, but the "
+                f"frame's values are {frame_type}, which it would not store unchanged: convert the "
+                "column in the frame, or alter the table"
             )
 
     async def _check_key_is_unique(self) -> None:

@@ -75,6 +75,14 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         ),
     )
 
+    schema_evolution: str = Field(
+        default="add_columns",
+        description=(
+            "What a frame column the table lacks does: 'add_columns' adds it (nullable), "
+            "'strict' fails the step. An asset's 'schema_evolution' metadata overrides it."
+        ),
+    )
+
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         """Write the asset's DataFrame and attach what the write did as output metadata."""
         asset = _label(context)
@@ -85,7 +93,10 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                     "pandas DataFrames: return a DataFrame, or give the asset another IO manager"
                 )
             metadata = _plain(context.definition_metadata)
-            plan = WritePlan.from_options(**{key: metadata.get(key) for key in PLAN_KEYS})
+            plan = WritePlan.from_options(
+                **{key: metadata.get(key) for key in PLAN_KEYS},
+                schema_evolution=metadata.get("schema_evolution", self.schema_evolution),
+            )
             schema, table = self._table(context, metadata)
             partition = _partition_slices(context, metadata)
             result = self.postgres.run(

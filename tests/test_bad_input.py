@@ -85,6 +85,12 @@ CASES = [
         ["'price'", "double precision", "text"],
     ),
     Case(
+        "float-into-integer-column",
+        with_column("qty", [1.0, 2.5, 3.0]),
+        KEYED,
+        ["'qty'", "is bigint", "double precision", "would not store unchanged"],
+    ),
+    Case(
         "value-out-of-range",
         with_column("qty", [1, 100_000, 3]),
         KEYED,
@@ -106,10 +112,16 @@ CASES = [
         ["no unique index", "['qty', 'sku']"],
     ),
     Case(
-        "column-not-in-table",
+        "column-not-in-table-strict",
         with_column("colour", ["r", "g", "b"]),
-        KEYED,
-        ["['colour']", "not in table shop.products"],
+        {**KEYED, "schema_evolution": "strict"},
+        ["['colour']", "not in table shop.products", "'strict'"],
+    ),
+    Case(
+        "unknown-schema-evolution",
+        lambda: GOOD,
+        {**KEYED, "schema_evolution": "loose"},
+        ["unknown schema_evolution 'loose'"],
     ),
     Case("column-name-too-long", with_column("x" * 64, [1, 2, 3]), KEYED, ["64 bytes", "63"]),
     Case(
@@ -121,7 +133,7 @@ CASES = [
     Case("unsupported-dtype", with_column("z", [1 + 2j, 3j, 1j]), KEYED, ["'z'", "complex"]),
     Case(
         "not-null-column-left-null",
-        with_column("qty", [1, None, 3]),
+        with_column("qty", pd.array([1, None, 3], dtype="Int64")),
         KEYED,
         ["'qty'", "NOT NULL"],
         seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, price float8, "

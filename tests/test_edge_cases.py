@@ -144,11 +144,22 @@ def test_time_zone_of_the_server_does_not_shift_values(
     noon_utc = pd.Timestamp("2024-01-01 12:00", tz="UTC")
     write(
         postgres,
-        pd.DataFrame({"id": [1], "plain": [noon_utc], "zoned": [noon_utc.tz_localize(None)]}),
+        pd.DataFrame({"id": [1], "plain": [noon_utc.tz_localize(None)], "zoned": [noon_utc]}),
     )
     stored = db.fetch("SELECT plain::text AS plain, zoned AT TIME ZONE 'UTC' AS zoned FROM t")
-    # tz-aware into timestamp: its UTC wall time; naive into timestamptz: read as UTC.
     assert stored == [{"plain": "2024-01-01 12:00:00", "zoned": datetime(2024, 1, 1, 12)}]
+    read = postgres.run(lambda conn: read_table(conn, schema="public", table="t"))
+    assert read["plain"].iloc[0] == noon_utc.tz_localize(None) and read["zoned"].iloc[0] == noon_utc
+
+
+def test_a_zoned_frame_never_lands_in_a_naive_column(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, plain timestamp)")
+    with pytest.raises(
+        TableMismatchError, match=r"column 'plain' .* is timestamp without time zone"
+    ):
+        write(postgres, pd.DataFrame({"id": [1], "plain": [pd.Timestamp("2024-01-01", tz="UTC")]}))
 
 
 def test_the_callers_time_zone_is_left_as_it_was(postgres: PostgresResource) -> None:
@@ -215,3 +226,49 @@ def test_a_bad_url_fails_the_same_way_every_time() -> None:
 def test_password_in_the_query_string_is_masked() -> None:
     resource = PostgresResource(url="postgresql://loader@db.internal/wh?password=S3cretQ")
     assert "S3cretQ" not in repr(resource)
+
+
+def test_new_frame_columns_are_added_and_absent_ones_kept(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, keep text DEFAULT 'default', n int)")
+    write(postgres, pd.DataFrame({"id": [1], "n": pd.array([5], dtype="int32")}))
+    db.execute("UPDATE t SET keep = 'mine'")
+    write(
+        postgres,
+        pd.DataFrame({"id": [1, 2], "n": pd.array([6, 7], dtype="int16"), "extra": [0.5, None]}),
+    )
+    assert db.rows("t", "id") == [
+        {"id": 1, "keep": "mine", "n": 6, "extra": 0.5},
+        {"id": 2, "keep": "default", "n": 7, "extra": None},
+    ]
+
+
+def test_absent_not_null_column_without_default_is_named(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, required text NOT NULL)")
+    with pytest.raises(
+        TableMismatchError, match=r"column 'required' of table public\.t is NOT NULL"
+    ):
+        write(postgres, pd.DataFrame({"id": [1]}))
+
+
+def test_two_writers_add_the_same_column_at_once(database_url: str, db: Database) -> None:
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY)")
+
+    async def both() -> None:
+        engine = create_async_engine(make_url(database_url).set(drivername="postgresql+asyncpg"))
+
+        async def one(i: int) -> None:
+            async with engine.connect() as conn:
+                frame = pd.DataFrame({"id": [i], "added": [f"by {i}"]})
+                await copy_upsert(conn, frame, schema="public", table="t", plan=KEYED)
+
+        try:
+            await asyncio.gather(one(1), one(2))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(both())
+    assert db.rows("t", "id") == [{"id": 1, "added": "by 1"}, {"id": 2, "added": "by 2"}]
