@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # The demo's runs, and the UI that shows them, share one Dagster instance.
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: install demo test lint ui bench clean
 
@@ -19,7 +19,7 @@ install: $(INSTALLED)
 ## Materialize every example asset (into $$DATABASE_URL, else the embedded PostgreSQL).
 demo: install
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m pipelines
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/python -m pipelines
 
 lint: install
 	$(BIN)/ruff check resources pipelines tests benchmarks
@@ -33,7 +33,7 @@ test: lint
 ## The Dagster UI on the same database as `make demo`.
 ui: install
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev
 
 ## The full benchmark (1M rows; about 10 minutes): output in benchmarks/results/.
 bench: install

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -33,6 +34,7 @@ def test_workspace_validates_with_the_dagster_cli() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=root,
+        env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
         capture_output=True,
         text=True,
         timeout=300,
