@@ -36,6 +36,16 @@ from . import _sql
 from ._arrow import ArrowFrame, csv_to_frame, prepare_frame
 from .errors import CopyUpsertError, DatabaseError, FrameError, TableMismatchError, WritePlanError
 
+# The server went away or ended our session: the transaction is gone with it.
+_CONNECTION_LOST = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionFailureError,
+    ConnectionError,
+    OSError,
+)
+
 # How often a long COPY reports how far it got.
 PROGRESS_EVERY_SECONDS = 5.0
 
@@ -201,12 +211,19 @@ async def copy_upsert(
             return await writer.write()
     except CopyUpsertError:
         raise
-    except asyncpg.PostgresError as exc:
-        raise _database_error(exc, f"{schema}.{table}", plan) from exc
-    except (asyncpg.ConnectionDoesNotExistError, ConnectionError, OSError) as exc:
+    except (*_CONNECTION_LOST, asyncpg.InterfaceError) as exc:
+        if isinstance(exc, asyncpg.InterfaceError) and not driver.is_closed():
+            raise DatabaseError(f"the driver refused the write to {schema}.{table}: {exc}") from exc
         raise DatabaseError(
             f"lost the connection to PostgreSQL while writing {schema}.{table} ({exc}); "
             "nothing was written: check that the server is up, then run again"
+        ) from exc
+    except asyncpg.PostgresError as exc:
+        raise _database_error(exc, f"{schema}.{table}", plan) from exc
+    except TimeoutError as exc:
+        raise DatabaseError(
+            f"writing {schema}.{table} timed out (the resource's command_timeout); nothing was "
+            "written: look for locks or a slow server, or raise the timeout"
         ) from exc
 
 

@@ -92,6 +92,22 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             "of large frames stay in memory. PostgreSQL allocates it only as it is used."
         ),
     )
+    command_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds the client waits for any one database operation (a COPY, the merge, a "
+            "query) before giving up, even when the server never answers; unset: no limit."
+        ),
+    )
+    idle_in_transaction_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "Seconds the server keeps a session that sits idle inside a transaction (a client "
+            "that died mid-write) before ending it and releasing its locks."
+        ),
+    )
     application_name: str = Field(
         default="dagster-copy-upsert",
         description="Shown in pg_stat_activity, to tell this package's sessions apart.",
@@ -207,6 +223,9 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             "application_name": self.application_name,
             # Only settable before the session's first temporary table: so, at connect.
             "temp_buffers": f"{self.temp_buffers_mb}MB",
+            "idle_in_transaction_session_timeout": str(
+                int(self.idle_in_transaction_timeout * 1000)
+            ),
         }
         if self.statement_timeout is not None:
             server_settings["statement_timeout"] = str(int(self.statement_timeout * 1000))
@@ -216,7 +235,11 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             self.database_url(),
             # A pooled connection may have died with its server (restart, terminated backend).
             pool_pre_ping=True,
-            connect_args={"timeout": self.connect_timeout, "server_settings": server_settings},
+            connect_args={
+                "timeout": self.connect_timeout,
+                "command_timeout": self.command_timeout,
+                "server_settings": server_settings,
+            },
             **pool,
         )
 

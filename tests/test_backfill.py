@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from pipelines.assets import MONTHS
+from pipelines.assets import MONTHS, POOL
 from pipelines.data import nycflights13
 
 from .conftest import Database, new_database
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PARALLEL_RUNS = 4
+POOL_LIMIT = 4  # deploy/dagster.yaml's default_limit
 
 
 def test_parallel_backfill_lands_every_flight_exactly_once(
@@ -40,9 +41,11 @@ def test_parallel_backfill_lands_every_flight_exactly_once(
         )
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         monkeypatch.setenv("DATABASE_URL", database_url)
-        # Create the storage tables once, as a deployment does before starting workers
-        # (`dagster instance migrate`); parallel first connections race in creating them.
-        DagsterInstance.get().dispose()
+        # Create the storage tables and the pool's limit once, as a deployment does before
+        # starting workers (`dagster instance migrate`, `dagster instance concurrency set`):
+        # parallel first runs race in creating either.
+        with DagsterInstance.get() as instance:
+            instance.event_log_storage.set_concurrency_slots(POOL, POOL_LIMIT)
 
         def materialize(month: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
