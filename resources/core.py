@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -45,6 +46,9 @@ _CONNECTION_LOST = (
     ConnectionError,
     OSError,
 )
+
+# How often a COPY in progress checks that its connection is still open.
+CONNECTION_CHECK_SECONDS = 0.5
 
 # How often a long COPY reports how far it got.
 PROGRESS_EVERY_SECONDS = 5.0
@@ -528,10 +532,20 @@ class _Writer:
                     self.progress(f"copied {sent:,} of {total:,} rows for {self.name}")
                 yield chunk
 
-        result = await self.driver.copy_to_table(
-            table, schema_name=schema, source=chunks(), columns=self.columns, format="binary"
+        copying = asyncio.ensure_future(
+            self.driver.copy_to_table(
+                table, schema_name=schema, source=chunks(), columns=self.columns, format="binary"
+            )
         )
-        return _affected(result)
+        # asyncpg's copy_to_table, fed by an async iterator, may never return once the server
+        # has closed the connection mid-COPY: watch the connection while it runs.
+        while True:
+            done, _ = await asyncio.wait({copying}, timeout=CONNECTION_CHECK_SECONDS)
+            if done:
+                return _affected(copying.result())
+            if self.driver.is_closed():
+                copying.cancel()
+                raise asyncpg.ConnectionDoesNotExistError("the connection closed during COPY")
 
     async def _merge(self, where: str | None, params: Sequence[Any]) -> tuple[int, int, int]:
         """Apply the staged rows; return (deleted, inserted, updated)."""
