@@ -272,3 +272,41 @@ def test_two_writers_add_the_same_column_at_once(database_url: str, db: Database
 
     asyncio.run(both())
     assert db.rows("t", "id") == [{"id": 1, "added": "by 1"}, {"id": 2, "added": "by 2"}]
+
+
+def test_users_own_table_with_defaults_generated_columns_and_indexes(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute(
+        "CREATE TABLE t (id bigint PRIMARY KEY, price double precision NOT NULL CHECK (price >= 0),"
+        " qty bigint DEFAULT 1, total double precision GENERATED ALWAYS AS (price * qty) STORED,"
+        " created timestamptz DEFAULT '2024-01-01 00:00Z');"
+        "CREATE INDEX t_price ON t (price); COMMENT ON TABLE t IS 'mine'"
+    )
+    oid = db.fetch("SELECT 't'::regclass::oid AS oid")
+    for prices in ([2.0, 3.0], [2.0, 4.0]):
+        write(postgres, pd.DataFrame({"id": [1, 2], "price": prices}))
+    assert db.rows("t", "id") == [
+        {
+            "id": 1,
+            "price": 2.0,
+            "qty": 1,
+            "total": 2.0,
+            "created": datetime(2024, 1, 1, tzinfo=UTC),
+        },
+        {
+            "id": 2,
+            "price": 4.0,
+            "qty": 1,
+            "total": 4.0,
+            "created": datetime(2024, 1, 1, tzinfo=UTC),
+        },
+    ]
+    # The same table, never dropped or re-created, with its index and comment.
+    assert db.fetch("SELECT 't'::regclass::oid AS oid") == oid
+    assert db.fetch("SELECT obj_description('t'::regclass) AS c") == [{"c": "mine"}]
+    assert db.fetch("SELECT count(*) AS n FROM pg_indexes WHERE indexname = 't_price'") == [
+        {"n": 1}
+    ]
+    with pytest.raises(TableMismatchError, match="price"):
+        write(postgres, pd.DataFrame({"id": [3], "price": [-1.0]}))
