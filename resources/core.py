@@ -179,6 +179,7 @@ async def copy_upsert(
     plan: WritePlan,
     partition: Sequence[PartitionSlice] = (),
     progress: Callable[[str], None] = lambda message: None,
+    retries: int = 3,
 ) -> WriteResult:
     """Write ``frame`` into ``schema.table`` as ``plan`` says, atomically.
 
@@ -196,6 +197,8 @@ async def copy_upsert(
             Every row must lie in it; ``replace`` replaces only that slice.
         progress: called with a line of text every few seconds while rows are copied, and
             at the start and end of the merge (the IO manager logs them to the run).
+        retries: how many times a write that lost a deadlock or a serialization conflict
+            is run again (after 0.2 s, 0.4 s, 0.8 s, ...) before it fails.
 
     Raises:
         WritePlanError, FrameError, TableMismatchError, DatabaseError: nothing was written.
@@ -209,26 +212,52 @@ async def copy_upsert(
     frame = _checked_frame(frame, plan, partition)
     encoded = prepare_frame(frame)
     driver = await _driver_connection(conn)
-    try:
-        async with driver.transaction(), _utc_session(driver):
-            writer = _Writer(driver, encoded, schema, table, target, plan, partition, progress)
-            return await writer.write()
-    except CopyUpsertError:
+    for attempt in range(retries + 1):
+        try:
+            async with driver.transaction(), _utc_session(driver):
+                writer = _Writer(driver, encoded, schema, table, target, plan, partition, progress)
+                return await writer.write()
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+            if attempt == retries:
+                conflict = (
+                    "deadlock"
+                    if isinstance(exc, asyncpg.DeadlockDetectedError)
+                    else "serialization conflict"
+                )
+                raise DatabaseError(
+                    f"writing {schema}.{table} failed {retries + 1} times on a {conflict} with "
+                    f"another session ({exc}); nothing was written: find the other writer, or "
+                    "raise the retries"
+                ) from exc
+            progress(f"retrying the write to {schema}.{table} after: {exc}")
+            await asyncio.sleep(0.2 * 2**attempt)
+        except Exception as exc:
+            raise _write_error(exc, driver, f"{schema}.{table}", plan) from exc
+    raise AssertionError("unreachable")
+
+
+def _write_error(
+    exc: Exception, driver: asyncpg.Connection, name: str, plan: WritePlan
+) -> Exception:
+    """The error a failed write raises: ours as it is, the driver's translated."""
+    if isinstance(exc, CopyUpsertError):
+        return exc
         raise
-    except (*_CONNECTION_LOST, asyncpg.InterfaceError) as exc:
-        if isinstance(exc, asyncpg.InterfaceError) and not driver.is_closed():
-            raise DatabaseError(f"the driver refused the write to {schema}.{table}: {exc}") from exc
-        raise DatabaseError(
-            f"lost the connection to PostgreSQL while writing {schema}.{table} ({exc}); "
+    if isinstance(exc, asyncpg.InterfaceError) and not driver.is_closed():
+        return DatabaseError(f"the driver refused the write to {name}: {exc}")
+    if isinstance(exc, (*_CONNECTION_LOST, asyncpg.InterfaceError)):
+        return DatabaseError(
+            f"lost the connection to PostgreSQL while writing {name} ({exc}); "
             "nothing was written: check that the server is up, then run again"
-        ) from exc
-    except asyncpg.PostgresError as exc:
-        raise _database_error(exc, f"{schema}.{table}", plan) from exc
-    except TimeoutError as exc:
-        raise DatabaseError(
-            f"writing {schema}.{table} timed out (the resource's command_timeout); nothing was "
+        )
+    if isinstance(exc, asyncpg.PostgresError):
+        return _database_error(exc, name, plan)
+    if isinstance(exc, TimeoutError):
+        return DatabaseError(
+            f"writing {name} timed out (the resource's command_timeout); nothing was "
             "written: look for locks or a slow server, or raise the timeout"
-        ) from exc
+        )
+    return exc
 
 
 async def read_table(
@@ -868,6 +897,17 @@ def _database_error(exc: asyncpg.PostgresError, name: str, plan: WritePlan) -> C
         return TableMismatchError(
             f"column {column!r} of table {name} is NOT NULL but would be NULL ({detail}); "
             "include it in the frame with values, or give it a default"
+        )
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return DatabaseError(
+            f"waited longer than lock_timeout for a lock on {name} held by another session "
+            f"({detail}); nothing was written: find that session (pg_locks), or raise "
+            "the resource's lock_timeout"
+        )
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return DatabaseError(
+            f"a statement writing {name} ran longer than statement_timeout ({detail}); nothing "
+            "was written: raise the resource's statement_timeout, or look for locks"
         )
     if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
         where = f"column {column!r}: " if column else ""

@@ -83,6 +83,15 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         ),
     )
 
+    retries: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "How many times a write that lost a deadlock or serialization conflict with "
+            "another session is run again, with backoff, before the step fails."
+        ),
+    )
+
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         """Write the asset's DataFrame and attach what the write did as output metadata."""
         asset = _label(context)
@@ -108,6 +117,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                     plan=plan,
                     partition=partition,
                     progress=context.log.info,
+                    retries=self.retries,
                 )
             )
         except CopyUpsertError as exc:

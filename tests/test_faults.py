@@ -8,14 +8,16 @@ import threading
 import time
 
 import asyncpg
+import pandas as pd
 import pytest
 
 from benchmarks.run import PLAN, TABLE, frame
-from resources import DatabaseError, PostgresResource, copy_upsert
+from resources import DatabaseError, PostgresResource, WritePlan, copy_upsert
 
 from .conftest import Database
 
 VICTIM = "copy-upsert-victim"
+KEYED = WritePlan.from_options(conflict_target="id")
 
 
 async def _terminate(url: str, query_start: str, stop: threading.Event) -> bool:
@@ -80,3 +82,97 @@ def test_terminated_backend_fails_fast_and_changes_nothing(
         assert result.rows_updated == 10
     finally:
         victim.dispose()
+
+
+class Holder:
+    """Another session, driven step by step from the test, holding locks."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.conn: asyncpg.Connection = self.loop.run_until_complete(asyncpg.connect(url))
+
+    def execute(self, sql: str) -> None:
+        self.loop.run_until_complete(self.conn.execute(sql))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.conn.close())
+        self.loop.close()
+
+
+def test_lock_timeout_names_the_table_and_the_timeout(database_url: str, db: Database) -> None:
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, v bigint); INSERT INTO t VALUES (1, 1)")
+    before = db.snapshot("t")
+    holder = Holder(database_url)
+    victim = PostgresResource(url=database_url, lock_timeout=0.5)
+    try:
+        holder.execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        frame = pd.DataFrame({"id": [1], "v": [2]})
+        with pytest.raises(DatabaseError, match=r"lock_timeout for a lock on public\.t"):
+            victim.run(
+                lambda conn: copy_upsert(conn, frame, schema="public", table="t", plan=KEYED)
+            )
+        holder.execute("ROLLBACK")
+        assert db.snapshot("t") == before
+    finally:
+        holder.close()
+        victim.dispose()
+
+
+@pytest.mark.parametrize("retries", [3, 0])
+def test_a_real_deadlock_is_retried_then_fails_clearly(
+    retries: int, database_url: str, db: Database
+) -> None:
+    db.execute(
+        "CREATE TABLE t (id bigint PRIMARY KEY, v bigint); INSERT INTO t VALUES (1, 1), (2, 2)"
+    )
+    holder = Holder(database_url)
+    victim = PostgresResource(url=database_url, application_name=VICTIM)
+    messages: list[str] = []
+    outcome: list[object] = []
+    frame = pd.DataFrame({"id": [1, 2], "v": [10, 20]})
+
+    def write() -> None:
+        try:
+            outcome.append(
+                victim.run(
+                    lambda conn: copy_upsert(
+                        conn,
+                        frame,
+                        schema="public",
+                        table="t",
+                        plan=KEYED,
+                        progress=messages.append,
+                        retries=retries,
+                    )
+                )
+            )
+        except DatabaseError as exc:
+            outcome.append(exc)
+
+    try:
+        # The other session holds row 2 and is slow to give up in a deadlock.
+        holder.execute("SET deadlock_timeout = '20s'; BEGIN; UPDATE t SET v = 200 WHERE id = 2")
+        writer = threading.Thread(target=write)
+        writer.start()
+        waiting = (
+            "SELECT count(*) AS n FROM pg_stat_activity "
+            "WHERE application_name = $1 AND wait_event_type = 'Lock'"
+        )
+        deadline = time.monotonic() + 30
+        while db.fetch(waiting, VICTIM) != [{"n": 1}]:
+            assert time.monotonic() < deadline, "the write never waited for row 2"
+            time.sleep(0.05)
+        # Our write holds row 1 (key order) and waits for row 2: take row 1 too.
+        holder.execute("UPDATE t SET v = 100 WHERE id = 1")
+        holder.execute("COMMIT")
+        writer.join(timeout=60)
+    finally:
+        holder.close()
+        victim.dispose()
+    if retries:
+        assert any(m.startswith("retrying the write to public.t after") for m in messages)
+        assert db.rows("t", "id") == [{"id": 1, "v": 10}, {"id": 2, "v": 20}]
+    else:
+        assert isinstance(outcome[0], DatabaseError)
+        assert "failed 1 times on a deadlock" in str(outcome[0])
+        assert db.rows("t", "id") == [{"id": 1, "v": 100}, {"id": 2, "v": 200}]
