@@ -48,8 +48,12 @@ def create_table(
 
 def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> str:
     definitions = ", ".join(f"{quote_ident(name)} {pg_type}" for name, pg_type in columns)
-    # ON COMMIT DROP is safe only because every write runs in one explicit transaction.
-    return f"CREATE TEMP TABLE {quote_ident(stage)} ({definitions}) ON COMMIT DROP"
+    # Emptied at every commit, kept for the session. Safe only because every write runs in
+    # one explicit transaction: in autocommit the rows would vanish before the merge.
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(stage)} ({definitions}) "
+        "ON COMMIT DELETE ROWS"
+    )
 
 
 def key_match(key: Sequence[str], left: str, right: str) -> str:

@@ -47,6 +47,9 @@ _CONNECTION_LOST = (
     OSError,
 )
 
+# Staged rows from which the stage is analyzed before the merge.
+ANALYZE_FROM_ROWS = 10_000
+
 # How often a COPY in progress checks that its connection is still open.
 CONNECTION_CHECK_SECONDS = 0.5
 
@@ -448,8 +451,7 @@ class _Writer:
         self.plan = plan
         self.partition = partition
         self.columns = list(encoded.pg_types)
-        digest = hashlib.sha256(self.name.encode()).hexdigest()[:16]
-        self.stage = f"copy_upsert_stage_{digest}"
+        self.stage = ""  # named by _stage, after the shape of what it holds
 
     async def write(self) -> WriteResult:
         stored = await self._ensure_table()
@@ -715,12 +717,20 @@ class _Writer:
             column: stored[column].pg_type if column in self.encoded.null_columns else pg_type
             for column, pg_type in self.encoded.pg_types.items()
         }
-        await self.driver.execute(f"DROP TABLE IF EXISTS pg_temp.{_sql.quote_ident(self.stage)}")
+        # One staging table per table and shape, kept for the session (ON COMMIT DELETE ROWS):
+        # creating one per write would leave dead rows in pg_class and pg_attribute at every
+        # write, faster than autovacuum clears them in a busy process.
+        shape = repr((self.name, sorted(types.items())))
+        self.stage = f"copy_upsert_stage_{hashlib.sha256(shape.encode()).hexdigest()[:16]}"
+        stage = _sql.quote_ident(self.stage)
         await self.driver.execute(_sql.create_stage(self.stage, list(types.items())))
-        await self._copy(None, self.stage)
-        # Without statistics the planner takes the stage for small and probes the target's
-        # index row by row; with them it hashes.
-        await self.driver.execute(f"ANALYZE {_sql.quote_ident(self.stage)}")
+        # Rows are left only by an earlier write in the same, still open, outer transaction.
+        await self.driver.execute(f"DELETE FROM {stage}")
+        rows = await self._copy(None, self.stage)
+        if rows >= ANALYZE_FROM_ROWS:
+            # Without fresh statistics the planner probes the target's index row by row
+            # for a large stage; with them it hashes.
+            await self.driver.execute(f"ANALYZE {stage}")
 
     async def _diagnose(
         self, stored: Mapping[str, _Column], exc: asyncpg.PostgresError
