@@ -4,8 +4,12 @@ is checked before and after; the step fails quickly and says why; the next write
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import asyncpg
 import pandas as pd
@@ -16,6 +20,7 @@ from resources import DatabaseError, PostgresResource, WritePlan, copy_upsert
 
 from .conftest import Database
 
+ROOT = Path(__file__).resolve().parents[1]
 VICTIM = "copy-upsert-victim"
 KEYED = WritePlan.from_options(conflict_target="id")
 
@@ -176,3 +181,42 @@ def test_a_real_deadlock_is_retried_then_fails_clearly(
         assert isinstance(outcome[0], DatabaseError)
         assert "failed 1 times on a deadlock" in str(outcome[0])
         assert db.rows("t", "id") == [{"id": 1, "v": 100}, {"id": 2, "v": 200}]
+
+
+def test_sigkill_mid_write_leaves_nothing_partial(database_url: str, db: Database) -> None:
+    seed = PostgresResource(url=database_url)
+    try:
+        seed.run(
+            lambda conn: copy_upsert(conn, frame(100_000), schema="public", table=TABLE, plan=PLAN)
+        )
+    finally:
+        seed.dispose()
+    before = db.snapshot(TABLE)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.slow_writer", database_url],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    active = (
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'copy-upsert-killed' "
+        "AND state = 'active' AND query LIKE 'COPY %'"
+    )
+    deadline = time.monotonic() + 120
+    while not db.fetch(active):
+        assert writer.poll() is None and time.monotonic() < deadline, "the COPY never started"
+        time.sleep(0.02)
+    backend = db.fetch(active)[0]["pid"]
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+
+    # The server notices the dead client and ends its session, rolling everything back.
+    deadline = time.monotonic() + 30
+    while db.fetch("SELECT 1 FROM pg_stat_activity WHERE pid = $1", backend):
+        assert time.monotonic() < deadline, "the killed writer's backend lingers"
+        time.sleep(0.1)
+    assert db.snapshot(TABLE) == before
+    assert db.fetch("SELECT count(*) AS n FROM pg_locks WHERE pid = $1", backend) == [{"n": 0}]
+    assert db.fetch(
+        "SELECT count(*) AS n FROM pg_class WHERE relname LIKE 'copy\\_upsert\\_stage%'"
+    ) == [{"n": 0}]
