@@ -908,6 +908,11 @@ def _database_error(exc: asyncpg.PostgresError, name: str, plan: WritePlan) -> C
             f"column {column!r} of table {name} is NOT NULL but would be NULL ({detail}); "
             "include it in the frame with values, or give it a default"
         )
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return DatabaseError(
+            f"the database role may not write {name} ({detail}): grant it that privilege, or "
+            "create the schema and table up front (see the README's 'Privileges')"
+        )
     if isinstance(exc, asyncpg.LockNotAvailableError):
         return DatabaseError(
             f"waited longer than lock_timeout for a lock on {name} held by another session "

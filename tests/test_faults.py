@@ -4,6 +4,7 @@ is checked before and after; the step fails quickly and says why; the next write
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pandas as pd
 import pytest
+from sqlalchemy.engine import make_url
 
 from benchmarks.run import PLAN, TABLE, frame
 from resources import DatabaseError, PostgresResource, WritePlan, copy_upsert
@@ -242,3 +244,43 @@ def test_server_restart_between_two_runs(tmp_path: Path) -> None:
         finally:
             postgres.dispose()
     assert (first.rows_inserted, second.rows_unchanged) == (2, 2)
+
+
+def test_least_privilege_role_can_upsert_and_is_told_what_it_lacks(
+    database_url: str, db: Database
+) -> None:
+    database = make_url(database_url).database
+    role = f"loader_{os.getpid()}"
+    db.execute(
+        "CREATE SCHEMA shop; CREATE TABLE shop.products (sku text PRIMARY KEY, price float8);"
+        "INSERT INTO shop.products VALUES ('a', 1);"
+        f"CREATE ROLE {role} LOGIN;"
+        f"GRANT USAGE ON SCHEMA shop TO {role};"
+        f"GRANT SELECT, INSERT, UPDATE ON shop.products TO {role};"
+        f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC;'
+        f'GRANT TEMPORARY ON DATABASE "{database}" TO {role};'
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+    )
+    url = make_url(database_url).set(username=role).render_as_string(hide_password=False)
+    loader = PostgresResource(url=url)
+    plan = WritePlan.from_options(conflict_target="sku")
+    try:
+        frame = pd.DataFrame({"sku": ["a", "b"], "price": [2.0, 3.0]})
+        for _ in range(2):
+            result = loader.run(
+                lambda conn: copy_upsert(conn, frame, schema="shop", table="products", plan=plan)
+            )
+        assert result.rows_unchanged == 2
+        assert db.rows("shop.products", "sku") == [
+            {"sku": "a", "price": 2.0},
+            {"sku": "b", "price": 3.0},
+        ]
+        with pytest.raises(
+            DatabaseError, match=r"may not write shop\.orders .*permission denied for schema shop"
+        ):
+            loader.run(
+                lambda conn: copy_upsert(conn, frame, schema="shop", table="orders", plan=plan)
+            )
+    finally:
+        loader.dispose()
+        db.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -77,10 +78,11 @@ def test_password_never_reaches_the_event_log(
     server_url: str, database_url: str, db: Database
 ) -> None:
     password = "Pw-that-must-not-leak-9f3b"
-    db.execute(f"CREATE ROLE loader LOGIN SUPERUSER PASSWORD '{password}'")
+    role = f"secret_keeper_{os.getpid()}"
+    db.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'")
     from sqlalchemy.engine import make_url
 
-    url = make_url(database_url).set(username="loader", password=password)
+    url = make_url(database_url).set(username=role, password=password)
     resource = PostgresResource(url=url.render_as_string(hide_password=False))
     good = frame_asset(pd.DataFrame({"id": [1]}), metadata={"conflict_target": "id"})
     bad = frame_asset(pd.DataFrame({"id": [None]}), metadata={"conflict_target": "id"})
@@ -93,6 +95,8 @@ def test_password_never_reaches_the_event_log(
                 assert password not in str(entry)
                 assert password not in repr(entry)
     assert password not in repr(resource)
+    resource.dispose()
+    db.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
 def test_embedded_server_is_the_default_and_is_reused(
