@@ -186,7 +186,18 @@ def test_ui_materialize_all_in_headless_chromium(dagster_dev: DagsterDev) -> Non
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{dagster_dev.url}/locations/{LOCATION}/asset-groups/dimensions")
-            page.get_by_role("button", name="Materialize all").click()
+            materialize_all = page.get_by_role("button", name="Materialize all")
+            materialize_all.wait_for()
+            # The UI may open a dialog over the page on a first visit (an announcement):
+            # close whatever overlay is open, as a person would, before clicking.
+            backdrop = page.locator(".bp5-overlay-backdrop")
+            for _ in range(5):
+                if backdrop.count() == 0:
+                    break
+                page.screenshot(path=str(ARTIFACTS / "ui-dialog-closed.png"))
+                page.keyboard.press("Escape")
+                page.wait_for_timeout(500)
+            materialize_all.click()
 
             with dagster_dev.instance() as instance:
 
