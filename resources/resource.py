@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -231,14 +232,16 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             server_settings["statement_timeout"] = str(int(self.statement_timeout * 1000))
         if self.lock_timeout is not None:
             server_settings["lock_timeout"] = str(int(self.lock_timeout * 1000))
+        url, tls = _tls_options(self.database_url())
         return create_async_engine(
-            self.database_url(),
+            url,
             # A pooled connection may have died with its server (restart, terminated backend).
             pool_pre_ping=True,
             connect_args={
                 "timeout": self.connect_timeout,
                 "command_timeout": self.command_timeout,
                 "server_settings": server_settings,
+                **tls,
             },
             **pool,
         )
@@ -257,6 +260,39 @@ def _asyncpg_url(raw: str) -> URL:
             "postgresql+asyncpg://"
         )
     return url.set(drivername="postgresql+asyncpg")
+
+
+_TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
+def _tls_options(url: URL) -> tuple[URL, dict[str, Any]]:
+    """Turn libpq's TLS parameters in the URL (``sslmode``, ``sslrootcert``, ``sslcert``,
+    ``sslkey``) into asyncpg's ``ssl`` argument, with libpq's meaning for each mode."""
+    options = {key: str(url.query[key]) for key in _TLS_PARAMETERS if key in url.query}
+    if not options:
+        return url, {}
+    url = url.difference_update_query(_TLS_PARAMETERS)
+    mode = options.get("sslmode", "prefer")
+    if mode == "disable":
+        return url, {"ssl": False}
+    if mode in ("allow", "prefer", "require") and "sslcert" not in options:
+        # asyncpg implements these modes as libpq does (no certificate check).
+        return url, {"ssl": mode}
+    if mode in ("allow", "prefer", "require"):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode in ("verify-ca", "verify-full"):
+        context = ssl.create_default_context(cafile=options.get("sslrootcert"))
+        context.check_hostname = mode == "verify-full"
+    else:
+        raise WritePlanError(
+            f"unknown sslmode {mode!r} in the database URL: use disable, allow, prefer, "
+            "require, verify-ca or verify-full"
+        )
+    if "sslcert" in options:
+        context.load_cert_chain(options["sslcert"], options.get("sslkey"))
+    return url, {"ssl": context}
 
 
 def _masked(raw: str | URL) -> str:
