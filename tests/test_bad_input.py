@@ -139,6 +139,71 @@ CASES = [
         seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, price float8, "
         "qty int8 NOT NULL); INSERT INTO shop.products VALUES ('a', 1, 1)",
     ),
+    Case(
+        "nul-byte-in-text", with_column("name", ["a", "b\x00c", "d"]), KEYED, ["'name'", "NUL byte"]
+    ),
+    Case("mixed-object-column", with_column("z", [1, "x", 2.5]), KEYED, ["'z'", "dtype object"]),
+    Case(
+        "zoned-into-naive-column",
+        with_column("at", pd.to_datetime(["2024-01-01"] * 3).tz_localize("UTC")),
+        KEYED,
+        ["'at'", "timestamp without time zone", "would not store unchanged"],
+        seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, price float8, qty int8, "
+        "at timestamp); INSERT INTO shop.products VALUES ('a', 1, 1, NULL)",
+    ),
+    Case(
+        "text-too-long-for-varchar",
+        with_column("code", ["ab", "toolong", "cd"]),
+        KEYED,
+        ["'code'", "character varying(3)"],
+        seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, price float8, qty int8, "
+        "code varchar(3)); INSERT INTO shop.products VALUES ('a', 1, 1, 'x')",
+    ),
+    Case(
+        "check-constraint-violated",
+        with_column("price", [1.0, -5.0, 3.0]),
+        KEYED,
+        ["price_positive", "refused the frame's values"],
+        seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, "
+        "price float8 CONSTRAINT price_positive CHECK (price >= 0), qty int8);"
+        "INSERT INTO shop.products VALUES ('a', 1, 1)",
+    ),
+    Case(
+        "second-unique-constraint",
+        with_column("qty", [7, 7, 7]),
+        KEYED,
+        ["unique constraint 'qty_unique'"],
+        seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, price float8, "
+        "qty int8 CONSTRAINT qty_unique UNIQUE); INSERT INTO shop.products VALUES ('z', 1, 1)",
+    ),
+    Case(
+        "target-is-a-view",
+        lambda: GOOD,
+        KEYED,
+        ["shop.products is a view"],
+        seed_sql="CREATE TABLE shop.base (sku text PRIMARY KEY);"
+        "CREATE VIEW shop.products AS SELECT sku FROM shop.base",
+    ),
+    Case(
+        "update-columns-with-key",
+        lambda: GOOD,
+        {**KEYED, "update_columns": ["sku"]},
+        ["part of the conflict_target"],
+    ),
+    Case(
+        "conflict-target-not-a-name",
+        lambda: GOOD,
+        {"conflict_target": 42},
+        ["conflict_target must be a column name"],
+    ),
+    Case(
+        "schema-name-too-long",
+        lambda: GOOD,
+        {**KEYED, "schema": "s" * 70},
+        ["70 bytes"],
+        seed_metadata={**KEYED},
+    ),
+    Case("empty-column-name", lambda: GOOD.rename(columns={"qty": ""}), KEYED, ["empty name"]),
 ]
 
 
