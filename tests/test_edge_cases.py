@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from resources import (
+    DatabaseError,
     FrameError,
     PostgresResource,
     TableMismatchError,
@@ -310,3 +311,39 @@ def test_users_own_table_with_defaults_generated_columns_and_indexes(
     ]
     with pytest.raises(TableMismatchError, match="price"):
         write(postgres, pd.DataFrame({"id": [3], "price": [-1.0]}))
+
+
+def test_two_writers_create_the_same_missing_table_at_once(database_url: str, db: Database) -> None:
+    async def both() -> None:
+        engine = create_async_engine(make_url(database_url).set(drivername="postgresql+asyncpg"))
+
+        async def one(i: int) -> None:
+            async with engine.connect() as conn:
+                frame = pd.DataFrame({"id": [i, 100], "v": [i, 0]})
+                await copy_upsert(conn, frame, schema="new", table="same", plan=KEYED)
+
+        try:
+            await asyncio.gather(*(one(i) for i in range(4)))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(both())
+    assert db.fetch('SELECT count(*) AS n FROM new."same"') == [{"n": 5}]
+
+
+def test_statement_timeout_names_the_table(database_url: str, db: Database) -> None:
+    db.execute(
+        "CREATE TABLE t (id bigint PRIMARY KEY, v bigint);"
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$;"
+        "CREATE TRIGGER slow BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION slow()"
+    )
+    impatient = PostgresResource(url=database_url, statement_timeout=0.5)
+    try:
+        with pytest.raises(
+            DatabaseError, match=r"writing public\.t ran longer than statement_timeout"
+        ):
+            write(impatient, pd.DataFrame({"id": [1], "v": [1]}))
+    finally:
+        impatient.dispose()
+    assert db.fetch("SELECT count(*) AS n FROM t") == [{"n": 0}]
