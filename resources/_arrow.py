@@ -119,8 +119,9 @@ def _holds_json(column: pd.Series) -> bool:
     """An object column whose values are dicts or lists: stored as jsonb."""
     if column.dtype != object:
         return False
-    first = column.first_valid_index()
-    return first is not None and isinstance(column.loc[first], dict | list)
+    present = column.notna().to_numpy()
+    # By position: the index may repeat labels.
+    return bool(present.any()) and isinstance(column.iloc[int(present.argmax())], dict | list)
 
 
 def _inferred_type(name: str, column: pd.Series) -> pa.DataType:

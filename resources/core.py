@@ -230,7 +230,8 @@ async def copy_upsert(
                 raise DatabaseError(
                     f"writing {schema}.{table} failed {retries + 1} times on a {conflict} with "
                     f"another session ({exc}); nothing was written: find the other writer, or "
-                    "raise the retries"
+                    "raise the retries (inside a transaction of your own at REPEATABLE READ or "
+                    "SERIALIZABLE, retry that whole transaction instead)"
                 ) from exc
             progress(f"retrying the write to {schema}.{table} after: {exc}")
             await asyncio.sleep(0.2 * 2**attempt)
@@ -413,8 +414,9 @@ _SAFE_CASTS = {
     ("integer", "double precision"),
     ("real", "double precision"),
     ("text", "character varying"),
-    ("text", "character"),
 }
+
+_INTEGERS = {"smallint", "integer", "bigint"}
 
 _RELATION_KINDS = {
     "v": "a view",
@@ -452,6 +454,8 @@ class _Writer:
         self.partition = partition
         self.columns = list(encoded.pg_types)
         self.stage = ""  # named by _stage, after the shape of what it holds
+        # varchar(n) columns written from text, by n: their lengths are checked on the stage.
+        self.length_limited: dict[str, int] = {}
 
     async def write(self) -> WriteResult:
         stored = await self._ensure_table()
@@ -469,6 +473,7 @@ class _Writer:
                 deleted, inserted = direct
             else:
                 await self._stage(stored)
+                await self._check_lengths()
                 await self._check_rows_in_partition(where, params)
                 await self._check_keys_in_partition(where, params)
                 self.progress(f"merging {total:,} staged rows into {self.name}")
@@ -663,12 +668,16 @@ class _Writer:
 
     async def _check_types(self, stored: Mapping[str, _Column]) -> None:
         """Refuse a frame column whose values the table's column would change (a float into
-        an integer, a zoned timestamp into a naive one): no value changes silently."""
+        an integer, a zoned timestamp into a naive one, a decimal into numeric(10,2), text
+        into char(4)): no value changes silently."""
         typed = [c for c in self.columns if c not in self.encoded.null_columns]
         rows = await self.driver.fetch(
             """
             SELECT format_type(to_regtype(frame_type), NULL) AS frame_type,
-                   format_type(coalesce(nullif(b.typbasetype, 0), b.oid), NULL) AS table_type
+                   format_type(coalesce(nullif(b.typbasetype, 0), b.oid), NULL) AS table_type,
+                   -- numeric(10,2), timestamp(0), varchar(3), or a domain over one of them
+                   u.table_type LIKE '%(%' OR b.typtypmod <> -1 AS modified,
+                   b.typtype = 'd' AS domain
             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(frame_type, table_type, i)
             JOIN pg_type AS b ON b.oid = to_regtype(u.table_type)
             ORDER BY u.i
@@ -676,15 +685,39 @@ class _Writer:
             [self.encoded.pg_types[c] for c in typed],
             [stored[c].pg_type for c in typed],
         )
+        self.length_limited = {}
         for column, row in zip(typed, rows, strict=True):
             frame_type, table_type = row["frame_type"], row["table_type"]
-            if frame_type == table_type or (frame_type, table_type) in _SAFE_CASTS:
-                continue
-            raise TableMismatchError(
-                f"column {column!r} of table {self.name} is {stored[column].pg_type}, but the "
-                f"frame's values are {frame_type}, which it would not store unchanged: convert the "
-                "column in the frame, or alter the table"
+            fits = frame_type == table_type or (frame_type, table_type) in _SAFE_CASTS
+            if fits and row["modified"]:
+                # A type modifier rounds (numeric(10,2), timestamp(0)) or trims; only whole
+                # numbers into numeric(p,s), and text into varchar(n) checked for length
+                # before the merge, keep every value as it is.
+                varchar = table_type == "character varying" and not row["domain"]
+                fits = (table_type == "numeric" and frame_type in _INTEGERS) or varchar
+                if varchar:
+                    self.length_limited[column] = int(stored[column].pg_type.split("(")[1][:-1])
+            if not fits:
+                raise TableMismatchError(
+                    f"column {column!r} of table {self.name} is {stored[column].pg_type}, but "
+                    f"the frame's values are {frame_type}, which it would not store unchanged: "
+                    "convert the column in the frame, or alter the table"
+                )
+
+    async def _check_lengths(self) -> None:
+        """varchar(n) trims trailing spaces beyond n without a word: refuse longer text."""
+        for column, limit in self.length_limited.items():
+            too_long = await self.driver.fetchval(
+                f"SELECT {_sql.quote_ident(column)} FROM {_sql.quote_ident(self.stage)} "
+                f"WHERE char_length({_sql.quote_ident(column)}) > $1 LIMIT 1",
+                limit,
             )
+            if too_long is not None:
+                raise TableMismatchError(
+                    f"column {column!r} of table {self.name} holds at most {limit} characters, "
+                    f"but the frame has {too_long[:40]!r}...: shorten the value, or widen the "
+                    "column"
+                )
 
     async def _check_key_is_unique(self) -> None:
         key = set(self.plan.conflict_target)

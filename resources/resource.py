@@ -273,12 +273,16 @@ def _tls_options(url: URL) -> tuple[URL, dict[str, Any]]:
         return url, {}
     url = url.difference_update_query(_TLS_PARAMETERS)
     mode = options.get("sslmode", "prefer")
+    if mode == "require" and "sslrootcert" in options:
+        # libpq: require with a root certificate verifies the server's chain, as verify-ca.
+        mode = "verify-ca"
     if mode == "disable":
         return url, {"ssl": False}
     if mode in ("allow", "prefer", "require") and "sslcert" not in options:
         # asyncpg implements these modes as libpq does (no certificate check).
         return url, {"ssl": mode}
     if mode in ("allow", "prefer", "require"):
+        # A client certificate makes asyncpg insist on TLS: allow and prefer act as require.
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -155,7 +155,7 @@ CASES = [
         "text-too-long-for-varchar",
         with_column("code", ["ab", "toolong", "cd"]),
         KEYED,
-        ["'code'", "character varying(3)"],
+        ["'code'", "at most 3 characters"],
         seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, price float8, qty int8, "
         "code varchar(3)); INSERT INTO shop.products VALUES ('a', 1, 1, 'x')",
     ),

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
+import ssl
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -211,7 +215,7 @@ def test_other_unique_constraint_is_named(postgres: PostgresResource, db: Databa
 
 def test_too_long_text_names_its_column(postgres: PostgresResource, db: Database) -> None:
     db.execute("CREATE TABLE t (id int PRIMARY KEY, code varchar(3))")
-    with pytest.raises(TableMismatchError, match=r"column 'code'.*character varying\(3\)"):
+    with pytest.raises(TableMismatchError, match=r"column 'code' .* at most 3 characters"):
         write(postgres, pd.DataFrame({"id": [1], "code": ["toolong"]}))
     assert db.snapshot('public."t"') == (0, "d41d8cd98f00b204e9800998ecf8427e")
 
@@ -347,3 +351,78 @@ def test_statement_timeout_names_the_table(database_url: str, db: Database) -> N
     finally:
         impatient.dispose()
     assert db.fetch("SELECT count(*) AS n FROM t") == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("ddl", "frame", "ok"),
+    [
+        ("v numeric(10,2)", pd.DataFrame({"id": [1], "v": [decimal.Decimal("1.234")]}), False),
+        ("v numeric(10,2)", pd.DataFrame({"id": [1], "v": [7]}), True),
+        (
+            "v timestamp(0)",
+            pd.DataFrame({"id": [1], "v": [pd.Timestamp("2024-01-01 00:00:00.7")]}),
+            False,
+        ),
+        ("v char(4)", pd.DataFrame({"id": [1], "v": ["ab"]}), False),
+        ("v varchar(2)", pd.DataFrame({"id": [1], "v": ["xy   "]}), False),
+        ("v varchar(2)", pd.DataFrame({"id": [1], "v": ["xy"]}), True),
+    ],
+    ids=[
+        "decimal-into-numeric-10-2",
+        "integer-into-numeric-10-2",
+        "into-timestamp-0",
+        "into-char-4",
+        "trailing-spaces-into-varchar-2",
+        "fits-varchar-2",
+    ],
+)
+def test_type_modifiers_never_round_trim_or_pad(
+    postgres: PostgresResource, db: Database, ddl: str, frame: pd.DataFrame, ok: bool
+) -> None:
+    db.execute(f"CREATE TABLE t (id bigint PRIMARY KEY, {ddl})")
+    if ok:
+        write(postgres, frame)
+        assert db.fetch("SELECT v::text AS v FROM t") in ([{"v": "7.00"}], [{"v": "xy"}])
+    else:
+        with pytest.raises(TableMismatchError, match=r"column 'v' of table public\.t"):
+            write(postgres, frame)
+        assert db.snapshot("t") == (0, "d41d8cd98f00b204e9800998ecf8427e")
+
+
+def test_json_columns_are_found_whatever_the_index(postgres: PostgresResource) -> None:
+    frame = pd.DataFrame({"id": [1, 2], "j": [{"a": 1}, [1, 2]]}, index=[0, 0])
+    write(postgres, frame)
+    read = postgres.run(lambda conn: read_table(conn, schema="public", table="t"))
+    assert read.sort_values("id")["j"].tolist() == [{"a": 1}, [1, 2]]
+
+
+def test_sslmode_require_with_a_root_certificate_verifies_the_chain(tmp_path: Path) -> None:
+    from resources.resource import _tls_options
+
+    ca = tmp_path / "ca.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=t",
+            "-keyout",
+            str(tmp_path / "ca.key"),
+            "-out",
+            str(ca),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    _, options = _tls_options(
+        make_url(f"postgresql+asyncpg://u@h/db?sslmode=require&sslrootcert={ca}")
+    )
+    context = options["ssl"]
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is False
