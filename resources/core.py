@@ -468,7 +468,7 @@ class _Writer:
         # An empty frame changes nothing, whatever the mode: an upstream that returned no
         # rows must not empty the table.
         if total:
-            direct = await self._copy_into_target(stored, where, params)
+            direct = await self._copy_into_target(stored)
             if direct is not None:
                 deleted, inserted = direct
             else:
@@ -510,18 +510,21 @@ class _Writer:
             columns=tuple((name, column.pg_type) for name, column in final.items()),
         )
 
-    async def _copy_into_target(
-        self, stored: Mapping[str, _Column], where: str | None, params: Sequence[Any]
-    ) -> tuple[int, int] | None:
+    async def _copy_into_target(self, stored: Mapping[str, _Column]) -> tuple[int, int] | None:
         """COPY straight into the target when no row can conflict: the table is empty, or
         the write appends, or replaces a whole table that has no key. As fast as PostgreSQL
-        loads a file. Returns (deleted, inserted), or None to take the staged path."""
+        loads a file. Returns (deleted, inserted), or None to take the staged path.
+
+        Partitioned writes always stage: their rows are checked against the partition
+        before anything reaches the table."""
+        if self.partition:
+            return None
         key = self.plan.conflict_target
         keyless = self.plan.write_mode == "append" or (
             self.plan.write_mode == "replace" and not key
         )
         empty = not await self.driver.fetchval(f"SELECT EXISTS (SELECT FROM {self.target})")
-        if not (empty or (keyless and not where)):
+        if not (empty or keyless):
             return None
         if not await self._types_match(stored):
             return None
@@ -531,8 +534,6 @@ class _Writer:
         try:
             async with self.driver.transaction():
                 inserted = await self._copy(self.schema, self.table)
-                # The table was empty, so every row of it is the frame's.
-                await self._check_rows_in_partition(where, params, self.target)
         except asyncpg.UniqueViolationError:
             if keyless:
                 raise
@@ -795,15 +796,12 @@ class _Writer:
                 await probe.rollback()
         return _database_error(exc, self.name, self.plan)
 
-    async def _check_rows_in_partition(
-        self, where: str | None, params: Sequence[Any], relation: str | None = None
-    ) -> None:
+    async def _check_rows_in_partition(self, where: str | None, params: Sequence[Any]) -> None:
         if not where:
             return
         columns = [s.column for s in self.partition]
-        relation = relation or _sql.quote_ident(self.stage)
         outside = await self.driver.fetchrow(
-            f"SELECT {_sql.column_list(columns, 't.')} FROM {relation} AS t "
+            f"SELECT {_sql.column_list(columns, 't.')} FROM {_sql.quote_ident(self.stage)} AS t "
             f"WHERE ({where}) IS NOT TRUE LIMIT 1",
             *params,
         )
