@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
-import ssl
-import subprocess
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -394,35 +391,3 @@ def test_json_columns_are_found_whatever_the_index(postgres: PostgresResource) -
     write(postgres, frame)
     read = postgres.run(lambda conn: read_table(conn, schema="public", table="t"))
     assert read.sort_values("id")["j"].tolist() == [{"a": 1}, [1, 2]]
-
-
-def test_sslmode_require_with_a_root_certificate_verifies_the_chain(tmp_path: Path) -> None:
-    from resources.resource import _tls_options
-
-    ca = tmp_path / "ca.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=t",
-            "-keyout",
-            str(tmp_path / "ca.key"),
-            "-out",
-            str(ca),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    _, options = _tls_options(
-        make_url(f"postgresql+asyncpg://u@h/db?sslmode=require&sslrootcert={ca}")
-    )
-    context = options["ssl"]
-    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
-    assert context.check_hostname is False

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import pwd
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from resources import PostgresResource
 
@@ -146,3 +148,15 @@ def test_verify_full_accepts_the_right_ca_and_host_only(tls_server: tuple[int, P
         connect("127.0.0.1", "ca.pem")  # the certificate names localhost only
     with pytest.raises(Exception, match="certificate verify failed"):
         connect("localhost", "other-ca.pem")
+
+
+def test_sslmode_require_with_a_root_certificate_verifies_the_chain(tmp_path: Path) -> None:
+    """As libpq does: require plus sslrootcert checks the server's chain (verify-ca)."""
+    from resources.resource import _tls_options
+
+    _certificates(tmp_path)
+    url = make_url(f"postgresql+asyncpg://u@h/db?sslmode=require&sslrootcert={tmp_path / 'ca.pem'}")
+    _, options = _tls_options(url)
+    context = options["ssl"]
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is False
