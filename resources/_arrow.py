@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +24,10 @@ from .errors import FrameError
 # Rows converted and encoded at a time: big enough that per-chunk overhead vanishes, small
 # enough that the encoded chunk (a few MB) is all the memory the COPY adds to the frame.
 ROWS_PER_CHUNK = 65_536
+
+# The staging table's extra column numbering the frame's rows, for duplicates="keep_first"
+# and "keep_last". A frame may not have a column of this name.
+ROW_NUMBER_COLUMN = "copy_upsert_row_number"
 
 
 @dataclass(frozen=True)
@@ -38,25 +43,35 @@ class ArrowFrame:
     # Columns of dicts and lists, sent as JSON text.
     json_columns: frozenset[str]
 
-    def batches(self, rows_per_chunk: int = ROWS_PER_CHUNK) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, rows_per_chunk: int = ROWS_PER_CHUNK, *, numbered: bool = False
+    ) -> Iterator[pa.RecordBatch]:
         """Convert the frame to Arrow one chunk of rows at a time, so that no second full copy
-        of the data is ever held."""
+        of the data is ever held. ``numbered`` appends :data:`ROW_NUMBER_COLUMN`, each row's
+        position in the frame."""
+        schema = self.numbered_schema() if numbered else self.schema
         for start in range(0, len(self.frame), rows_per_chunk):
             chunk = self.frame.iloc[start : start + rows_per_chunk]
             arrays = [
                 _column_to_arrow(chunk.iloc[:, i], field, field.name in self.json_columns)
                 for i, field in enumerate(self.schema)
             ]
-            yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            if numbered:
+                arrays.append(pa.array(np.arange(start, start + len(chunk), dtype=np.int64)))
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def numbered_schema(self) -> pa.Schema:
+        return self.schema.append(pa.field(ROW_NUMBER_COLUMN, pa.int64()))
 
     def binary_copy_chunks(
-        self, rows_per_chunk: int = ROWS_PER_CHUNK
+        self, rows_per_chunk: int = ROWS_PER_CHUNK, *, numbered: bool = False
     ) -> Iterator[tuple[int, bytes]]:
         """The frame as PostgreSQL binary COPY data, a chunk at a time, each with the number
         of rows it holds."""
-        encoder = _encoder(self.schema, self.json_columns)
+        schema = self.numbered_schema() if numbered else self.schema
+        encoder = _encoder(schema, self.json_columns)
         yield 0, encoder.write_header()
-        for batch in self.batches(rows_per_chunk):
+        for batch in self.batches(rows_per_chunk, numbered=numbered):
             yield batch.num_rows, encoder.write_batch(batch)
         yield 0, encoder.finish()
 

@@ -56,6 +56,34 @@ def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> str:
     )
 
 
+def repeated_key(stage: str, key: Sequence[str]) -> str:
+    """One key staged more than once, if any."""
+    return (
+        f"SELECT {column_list(key)} FROM {quote_ident(stage)} GROUP BY {column_list(key)} "
+        "HAVING count(*) > 1 LIMIT 1"
+    )
+
+
+def repeated_key_totals(stage: str, key: Sequence[str]) -> str:
+    """How many keys are staged more than once, and in how many rows."""
+    return (
+        "SELECT count(*), sum(copies) FROM (SELECT count(*) AS copies FROM "
+        f"{quote_ident(stage)} GROUP BY {column_list(key)} HAVING count(*) > 1) AS repeated"
+    )
+
+
+def delete_repeated_keys(
+    stage: str, key: Sequence[str], row_number: str, *, keep_last: bool
+) -> str:
+    """Delete every staged row but the first (or last) of its key."""
+    kept = ">" if keep_last else "<"
+    return (
+        f"DELETE FROM {quote_ident(stage)} AS s USING {quote_ident(stage)} AS d "
+        f"WHERE {key_match(key, 's', 'd')} "
+        f"AND d.{quote_ident(row_number)} {kept} s.{quote_ident(row_number)}"
+    )
+
+
 def key_match(key: Sequence[str], left: str, right: str) -> str:
     return " AND ".join(f"{left}.{quote_ident(c)} = {right}.{quote_ident(c)}" for c in key)
 

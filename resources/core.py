@@ -34,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _sql
-from ._arrow import ArrowFrame, csv_to_frame, prepare_frame
+from ._arrow import ROW_NUMBER_COLUMN, ArrowFrame, csv_to_frame, prepare_frame
 from .errors import CopyUpsertError, DatabaseError, FrameError, TableMismatchError, WritePlanError
 
 # The server went away or ended our session: the transaction is gone with it.
@@ -316,8 +316,9 @@ async def read_table(
 def _checked_frame(
     frame: pd.DataFrame, plan: WritePlan, partition: Sequence[PartitionSlice]
 ) -> pd.DataFrame:
-    """Validate the frame against the plan; return it with string labels and duplicates
-    resolved as the plan says."""
+    """Validate the frame against the plan; return it with string labels. Duplicate keys are
+    found on the server (see ``_Writer._resolve_duplicates``), so that no index of the keys
+    is held in memory."""
     names = [str(label) for label in frame.columns]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -339,19 +340,11 @@ def _checked_frame(
                 f"conflict_target column {column!r} has {nulls} NULL value(s); a key cannot be "
                 "NULL: fill or drop those rows"
             )
-    if key and len(frame):
-        repeated_rows = frame.duplicated(subset=key, keep=False)
-        if repeated_rows.any():
-            if plan.duplicates == "error":
-                example = frame.loc[repeated_rows, key].iloc[0].to_dict()
-                distinct = int(frame.loc[repeated_rows, key].drop_duplicates().shape[0])
-                raise FrameError(
-                    f"{distinct} conflict_target key(s) on {key} appear more than once "
-                    f"({int(repeated_rows.sum())} rows), e.g. {example}; drop the duplicates or "
-                    "set the metadata key 'duplicates' to 'keep_last' or 'keep_first'"
-                )
-            keep: Literal["first", "last"] = "last" if plan.duplicates == "keep_last" else "first"
-            frame = frame.drop_duplicates(subset=key, keep=keep)
+    if plan.duplicates != "error" and ROW_NUMBER_COLUMN in names:
+        raise FrameError(
+            f"column name {ROW_NUMBER_COLUMN!r} is reserved for resolving duplicate keys: "
+            "rename the column"
+        )
     return frame
 
 
@@ -472,7 +465,7 @@ class _Writer:
             if direct is not None:
                 deleted, inserted = direct
             else:
-                await self._stage(stored)
+                total = await self._resolve_duplicates(await self._stage(stored))
                 await self._check_lengths()
                 await self._check_rows_in_partition(where, params)
                 await self._check_keys_in_partition(where, params)
@@ -555,7 +548,7 @@ class _Writer:
         )
         return int(mismatched) == 0
 
-    async def _copy(self, schema: str | None, table: str) -> int:
+    async def _copy(self, schema: str | None, table: str, *, numbered: bool = False) -> int:
         """Stream the frame into a table with binary COPY, reporting progress every few
         seconds. asyncpg quotes the names itself."""
         total = len(self.encoded.frame)
@@ -563,7 +556,7 @@ class _Writer:
 
         async def chunks() -> AsyncIterator[bytes]:
             sent = 0
-            for rows, chunk in self.encoded.binary_copy_chunks():
+            for rows, chunk in self.encoded.binary_copy_chunks(numbered=numbered):
                 sent += rows
                 if announce():
                     self.progress(f"copied {sent:,} of {total:,} rows for {self.name}")
@@ -571,7 +564,11 @@ class _Writer:
 
         copying = asyncio.ensure_future(
             self.driver.copy_to_table(
-                table, schema_name=schema, source=chunks(), columns=self.columns, format="binary"
+                table,
+                schema_name=schema,
+                source=chunks(),
+                columns=[*self.columns, ROW_NUMBER_COLUMN] if numbered else self.columns,
+                format="binary",
             )
         )
         # asyncpg's copy_to_table, fed by an async iterator, may never return once the server
@@ -744,7 +741,9 @@ class _Writer:
                 f"ADD UNIQUE ({columns})) or change conflict_target"
             )
 
-    async def _stage(self, stored: Mapping[str, _Column]) -> None:
+    async def _stage(self, stored: Mapping[str, _Column]) -> int:
+        """COPY the frame into the session's staging table for its shape; return the row
+        count."""
         # A column that is NULL in every row carries no type of its own; its NULLs go into
         # the table's column as they are.
         types = {
@@ -754,17 +753,52 @@ class _Writer:
         # One staging table per table and shape, kept for the session (ON COMMIT DELETE ROWS):
         # creating one per write would leave dead rows in pg_class and pg_attribute at every
         # write, faster than autovacuum clears them in a busy process.
-        shape = repr((self.name, sorted(types.items())))
+        columns = list(types.items())
+        if self._numbered:
+            columns.append((ROW_NUMBER_COLUMN, "bigint"))
+        shape = repr((self.name, sorted(columns)))
         self.stage = f"copy_upsert_stage_{hashlib.sha256(shape.encode()).hexdigest()[:16]}"
         stage = _sql.quote_ident(self.stage)
-        await self.driver.execute(_sql.create_stage(self.stage, list(types.items())))
+        await self.driver.execute(_sql.create_stage(self.stage, columns))
         # Rows are left only by an earlier write in the same, still open, outer transaction.
         await self.driver.execute(f"DELETE FROM {stage}")
-        rows = await self._copy(None, self.stage)
+        rows = await self._copy(None, self.stage, numbered=self._numbered)
         if rows >= ANALYZE_FROM_ROWS:
             # Without fresh statistics the planner probes the target's index row by row
             # for a large stage; with them it hashes.
             await self.driver.execute(f"ANALYZE {stage}")
+        return rows
+
+    @property
+    def _numbered(self) -> bool:
+        """Whether staged rows carry their position in the frame, to keep the first or last
+        of a repeated key."""
+        return bool(self.plan.conflict_target) and self.plan.duplicates != "error"
+
+    async def _resolve_duplicates(self, staged: int) -> int:
+        """Refuse, or resolve as the plan says, a key staged more than once; return the
+        staged row count that remains. Checked on the server: an index of the keys held in
+        the client would grow with the frame. (An empty target's own unique index refuses
+        a repeated key during the direct COPY, which then falls back to this path.)"""
+        key = self.plan.conflict_target
+        if not key or self.plan.write_mode == "append":
+            return staged
+        example = await self.driver.fetchrow(_sql.repeated_key(self.stage, key))
+        if example is None:
+            return staged
+        if self.plan.duplicates == "error":
+            keys, rows = await self.driver.fetchrow(_sql.repeated_key_totals(self.stage, key))
+            raise FrameError(
+                f"{keys} conflict_target key(s) on {list(key)} appear more than once "
+                f"({rows} rows), e.g. {dict(example)}; drop the duplicates or set the "
+                "metadata key 'duplicates' to 'keep_last' or 'keep_first'"
+            )
+        deleted = await self.driver.execute(
+            _sql.delete_repeated_keys(
+                self.stage, key, ROW_NUMBER_COLUMN, keep_last=self.plan.duplicates == "keep_last"
+            )
+        )
+        return staged - _affected(deleted)
 
     async def _diagnose(
         self, stored: Mapping[str, _Column], exc: asyncpg.PostgresError

@@ -12,7 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from resources import PostgresResource, WritePlan, copy_upsert, read_table
-from resources.errors import TableMismatchError, WritePlanError
+from resources._arrow import ROW_NUMBER_COLUMN
+from resources.errors import FrameError, TableMismatchError, WritePlanError
 
 from .conftest import Database
 
@@ -114,3 +115,55 @@ def test_write_plan_defaults() -> None:
         "update",
         "error",
     )
+
+
+@pytest.mark.parametrize("policy", ["keep_first", "keep_last"])
+@pytest.mark.parametrize("table_exists", [False, True], ids=["empty-table", "stored-rows"])
+def test_repeated_keys_across_chunks_keep_the_first_or_last_row(
+    postgres: PostgresResource, db: Database, policy: str, table_exists: bool
+) -> None:
+    """Duplicates are resolved on the server by the row's position in the frame, also when
+    the copies travel in different COPY chunks (65,536 rows each)."""
+    rows = 150_000
+    ids = [i % 100_000 for i in range(rows)]  # keys below 50,000 appear twice, chunks apart
+    frame = pd.DataFrame({"id": ids, "position": range(rows)})
+    plan = WritePlan.from_options(conflict_target="id", duplicates=policy)
+    if table_exists:
+        seed = pd.DataFrame({"id": [0, 99_999], "position": [-1, -1]})
+        postgres.run(lambda conn: copy_upsert(conn, seed, schema="public", table="kept", plan=plan))
+    result = postgres.run(
+        lambda conn: copy_upsert(conn, frame, schema="public", table="kept", plan=plan)
+    )
+    assert result.rows_staged == 100_000
+    assert result.row_count == 100_000
+    stored = db.fetch('SELECT sum(position) AS s FROM public."kept"')[0]["s"]
+    first = sum(range(100_000))
+    # keep_last: keys 0..49,999 keep their second position, 100,000 further on.
+    expected = first + 50_000 * 100_000 if policy == "keep_last" else first
+    assert stored == expected
+
+
+def test_repeated_keys_under_error_are_refused_on_a_stored_table(
+    postgres: PostgresResource, db: Database
+) -> None:
+    plan = WritePlan.from_options(conflict_target=["a", "b"])
+    stored = pd.DataFrame({"a": [1, 2], "b": ["x", "y"], "v": [1.0, 2.0]})
+    postgres.run(lambda conn: copy_upsert(conn, stored, schema="public", table="pairs", plan=plan))
+    before = db.snapshot('public."pairs"')
+    repeated = pd.DataFrame({"a": [2, 2, 3, 3, 3], "b": ["y"] * 2 + ["z"] * 3, "v": 1.0})
+    with pytest.raises(
+        FrameError,
+        match=r"2 conflict_target key\(s\) on \['a', 'b'\] appear "
+        r"more than once \(5 rows\)",
+    ):
+        postgres.run(
+            lambda conn: copy_upsert(conn, repeated, schema="public", table="pairs", plan=plan)
+        )
+    assert db.snapshot('public."pairs"') == before
+
+
+def test_row_number_column_name_is_reserved_when_duplicates_are_resolved() -> None:
+    frame = pd.DataFrame({"id": [1], ROW_NUMBER_COLUMN: [1]})
+    plan = WritePlan.from_options(conflict_target="id", duplicates="keep_last")
+    with pytest.raises(FrameError, match="reserved"):
+        asyncio.run(copy_upsert(None, frame, schema="public", table="t", plan=plan))  # type: ignore[arg-type]
