@@ -1,8 +1,10 @@
-"""Peak resident memory of one upsert above the frame it writes, as the kernel counts it.
+"""Peak resident memory of a fresh upsert above the frame it writes, as the kernel counts it,
+and the upsert's time.
 
-    python -m benchmarks.memory ROWS      (the server: BENCH_DATABASE_URL)
+    python -m benchmarks.memory ROWS [REPEAT]      (the server: BENCH_DATABASE_URL)
 
-Prints one JSON line. Run by benchmarks.run in a subprocess of its own.
+Runs the upsert REPEAT times into an empty table; prints one JSON line with the highest peak
+and the fastest time. Run by benchmarks.run in a subprocess of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import gc
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +30,7 @@ def _status(field: str) -> int:
     raise KeyError(field)
 
 
-def main(rows: int) -> None:
+def main(rows: int, repeat: int) -> None:
     postgres = PostgresResource(url=os.environ["BENCH_DATABASE_URL"])
 
     def upsert(data: pd.DataFrame) -> None:
@@ -35,28 +38,35 @@ def main(rows: int) -> None:
 
     async def reset(conn):  # type: ignore[no-untyped-def]
         raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute(f"DROP TABLE IF EXISTS {TABLE}; {DDL}")
+        await raw.driver_connection.execute(f"DROP TABLE IF EXISTS {TABLE}; {DDL}; CHECKPOINT")
 
     upsert(frame(1000))  # imports, the pool and the event loop thread, before measuring
-    postgres.run(reset)
     data = frame(rows)
-    gc.collect()
-    baseline = _status("VmRSS")
-    # Reset the kernel's high-water mark to the current RSS (Linux: clear_refs, value 5).
-    Path("/proc/self/clear_refs").write_text("5")
-    upsert(data)
-    peak = _status("VmHWM")
+    peaks: list[int] = []
+    times: list[float] = []
+    for _ in range(repeat):
+        postgres.run(reset)
+        gc.collect()
+        baseline = _status("VmRSS")
+        # Reset the kernel's high-water mark to the current RSS (Linux: clear_refs, value 5).
+        Path("/proc/self/clear_refs").write_text("5")
+        start = time.perf_counter()
+        upsert(data)
+        times.append(time.perf_counter() - start)
+        peaks.append(_status("VmHWM") - baseline)
     postgres.dispose()
     print(
         json.dumps(
             {
                 "rows": rows,
                 "frame_mb": data.memory_usage(deep=True).sum() / 2**20,
-                "peak_above_frame_mb": (peak - baseline) / 2**20,
+                "peak_above_frame_mb": max(peaks) / 2**20,
+                "seconds": min(times),
+                "runs": times,
             }
         )
     )
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)

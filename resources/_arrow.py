@@ -270,12 +270,15 @@ _NULLABLE_PANDAS = {
 }
 
 
-def csv_to_frame(data: bytes, columns: Mapping[str, tuple[str, bool]]) -> pd.DataFrame:
+def csv_to_frame(
+    data: bytes, columns: Mapping[str, tuple[str, bool]], *, rows: int
+) -> pd.DataFrame:
     """Decode ``COPY ... TO STDOUT (FORMAT csv)`` output into a DataFrame.
 
     Args:
         data: the CSV bytes, without a header row.
         columns: column name → (PostgreSQL type, column is NOT NULL), in COPY order.
+        rows: the row count the COPY reported.
 
     Nullable integer and boolean columns come back as pandas' nullable dtypes, so that NULL
     does not turn them into floats or objects; NOT NULL ones as plain numpy dtypes.
@@ -291,7 +294,11 @@ def csv_to_frame(data: bytes, columns: Mapping[str, tuple[str, bool]]) -> pd.Dat
             {name: pa.array([], type=arrow_type) for name, arrow_type in types.items()}
         )
     else:
-        table = _read_csv(data, names, types)
+        # Arrow splits the text into blocks at line ends to parse them in parallel, which
+        # is only right when no value holds a line break; a line count above the row count
+        # (or a carriage return anywhere) means one does.
+        multiline = data.count(b"\n") != rows or b"\r" in data
+        table = _read_csv(data, names, types, multiline=multiline)
     return pd.DataFrame(
         {
             name: _to_pandas(table.column(name), pg_type, not_null)
@@ -305,10 +312,13 @@ def _base_type(pg_type: str) -> str:
     return pg_type.split("(", 1)[0]
 
 
-def _read_csv(data: bytes, names: list[str], types: Mapping[str, pa.DataType]) -> pa.Table:
+def _read_csv(
+    data: bytes, names: list[str], types: Mapping[str, pa.DataType], *, multiline: bool
+) -> pa.Table:
     return pa_csv.read_csv(
         io.BytesIO(data),
         read_options=pa_csv.ReadOptions(column_names=names),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=multiline),
         convert_options=pa_csv.ConvertOptions(
             column_types=types,
             # COPY writes NULL unquoted and the empty string quoted.

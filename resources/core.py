@@ -304,9 +304,11 @@ async def read_table(
         async def collect(chunk: bytes) -> None:
             chunks.append(chunk)
 
-        await driver.copy_from_query(query, *params, output=collect, format="csv")
+        status = await driver.copy_from_query(query, *params, output=collect, format="csv")
     return csv_to_frame(
-        b"".join(chunks), {n: (stored[n].pg_type, stored[n].not_null) for n in names}
+        b"".join(chunks),
+        {n: (stored[n].pg_type, stored[n].not_null) for n in names},
+        rows=_affected(status),
     )
 
 

@@ -136,6 +136,24 @@ def test_reads_fractional_timestamps_and_empty_tables(postgres: PostgresResource
     assert str(empty["at"].dtype) == "datetime64[us, UTC]"
 
 
+@pytest.mark.parametrize("line_break", ["\n", "\r\n", "\r"])
+def test_reads_text_with_line_breaks_beyond_one_parse_block(
+    postgres: PostgresResource, line_break: str
+) -> None:
+    """Arrow parses CSV in blocks of about 1 MB split at line ends; a value holding a line
+    break must not be cut there."""
+    rows = 40_000  # about 2 MB of CSV
+    frame = pd.DataFrame(
+        {
+            "id": range(rows),
+            "note": [f'first line {i}{line_break}second, "quoted"' for i in range(rows)],
+        }
+    )
+    write(postgres, frame)
+    read = postgres.run(lambda conn: read_table(conn, schema="public", table="t"))
+    pd.testing.assert_frame_equal(read, frame, check_dtype=False)
+
+
 def test_time_zone_of_the_server_does_not_shift_values(
     postgres: PostgresResource, db: Database, database_url: str
 ) -> None:
