@@ -104,6 +104,14 @@ def delete_all(target: str, where: str | None) -> str:
     return f"DELETE FROM {target} AS t" + (f" WHERE {where}" if where else "")
 
 
+def insert_in_key_order(stage: str, target: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    cols = column_list(columns)
+    return (
+        f"INSERT INTO {target} ({cols}) SELECT {column_list(columns, 's.')} "
+        f"FROM {quote_ident(stage)} AS s ORDER BY {column_list(key, 's.')}"
+    )
+
+
 def merge(
     stage: str,
     target: str,

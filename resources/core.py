@@ -463,20 +463,26 @@ class _Writer:
         # An empty frame changes nothing, whatever the mode: an upstream that returned no
         # rows must not empty the table.
         if total:
-            direct = await self._copy_into_target(stored)
+            empty = not await self.driver.fetchval(f"SELECT EXISTS (SELECT FROM {self.target})")
+            direct = await self._copy_into_target(stored, empty)
             if direct is not None:
                 deleted, inserted = direct
             else:
-                total = await self._resolve_duplicates(await self._stage(stored))
+                total = await self._stage(stored)
                 await self._check_lengths()
                 await self._check_rows_in_partition(where, params)
                 await self._check_keys_in_partition(where, params)
                 self.progress(f"merging {total:,} staged rows into {self.name}")
                 started = time.monotonic()
                 try:
-                    # A savepoint, so that a failure can be diagnosed column by column.
-                    async with self.driver.transaction():
-                        deleted, inserted, updated = await self._merge(where, params)
+                    first = await self._insert_into_empty(empty)
+                    if first is not None:
+                        inserted = first
+                    else:
+                        total = await self._resolve_duplicates(total)
+                        # A savepoint, so that a failure can be diagnosed column by column.
+                        async with self.driver.transaction():
+                            deleted, inserted, updated = await self._merge(where, params)
                 except (
                     asyncpg.DataError,
                     asyncpg.DatatypeMismatchError,
@@ -505,10 +511,13 @@ class _Writer:
             columns=tuple((name, column.pg_type) for name, column in final.items()),
         )
 
-    async def _copy_into_target(self, stored: Mapping[str, _Column]) -> tuple[int, int] | None:
-        """COPY straight into the target when no row can conflict: the table is empty, or
-        the write appends, or replaces a whole table that has no key. As fast as PostgreSQL
-        loads a file. Returns (deleted, inserted), or None to take the staged path.
+    async def _copy_into_target(
+        self, stored: Mapping[str, _Column], empty: bool
+    ) -> tuple[int, int] | None:
+        """COPY straight into the target when no row can conflict and no order helps: the
+        write appends, or replaces a whole table that has no key, or the table is empty and
+        the frame already in key order. As fast as PostgreSQL loads a file. Returns
+        (deleted, inserted), or None to take the staged path.
 
         Partitioned writes always stage: their rows are checked against the partition
         before anything reaches the table."""
@@ -518,8 +527,7 @@ class _Writer:
         keyless = self.plan.write_mode == "append" or (
             self.plan.write_mode == "replace" and not key
         )
-        empty = not await self.driver.fetchval(f"SELECT EXISTS (SELECT FROM {self.target})")
-        if not (empty or keyless):
+        if not (keyless or (empty and self._in_key_order())):
             return None
         if not await self._types_match(stored):
             return None
@@ -532,9 +540,34 @@ class _Writer:
         except asyncpg.UniqueViolationError:
             if keyless:
                 raise
-            # Another writer filled the table since we looked: merge instead.
+            # A repeated key in the frame, or another writer filled the table since we
+            # looked: stage and merge instead.
             return None
         return deleted, inserted
+
+    def _in_key_order(self) -> bool:
+        """Whether the frame's rows are already ordered by a one-column key (a scan, no
+        copy)."""
+        key = self.plan.conflict_target
+        return len(key) == 1 and bool(self.encoded.frame[key[0]].is_monotonic_increasing)
+
+    async def _insert_into_empty(self, empty: bool) -> int | None:
+        """Fill an empty keyed table from the stage in key order, with a plain INSERT: the
+        key's B-tree then grows at its right edge, about twice as fast as a COPY in the
+        frame's order or an INSERT ... ON CONFLICT (measured at 1M and 5M rows). Returns the
+        rows inserted, or None when the table is not empty, or a key collides (a repeated
+        key in the frame, or another writer's row): the merge then decides."""
+        key = self.plan.conflict_target
+        if not (empty and key) or self.plan.write_mode == "append":
+            return None
+        try:
+            async with self.driver.transaction():
+                status = await self.driver.execute(
+                    _sql.insert_in_key_order(self.stage, self.target, self.columns, key)
+                )
+        except asyncpg.UniqueViolationError:
+            return None
+        return _affected(status)
 
     async def _types_match(self, stored: Mapping[str, _Column]) -> bool:
         """Binary COPY data must be of exactly the column's type; NULL-only columns fit

@@ -119,14 +119,18 @@ def test_write_plan_defaults() -> None:
 
 @pytest.mark.parametrize("policy", ["keep_first", "keep_last"])
 @pytest.mark.parametrize("table_exists", [False, True], ids=["empty-table", "stored-rows"])
+@pytest.mark.parametrize("in_key_order", [False, True], ids=["shuffled", "sorted"])
 def test_repeated_keys_across_chunks_keep_the_first_or_last_row(
-    postgres: PostgresResource, db: Database, policy: str, table_exists: bool
+    postgres: PostgresResource, db: Database, policy: str, table_exists: bool, in_key_order: bool
 ) -> None:
     """Duplicates are resolved on the server by the row's position in the frame, also when
-    the copies travel in different COPY chunks (65,536 rows each)."""
+    the copies travel in different COPY chunks (65,536 rows each), whichever path the write
+    takes first (a COPY of a frame in key order, or an ordered INSERT into an empty table)."""
     rows = 150_000
     ids = [i % 100_000 for i in range(rows)]  # keys below 50,000 appear twice, chunks apart
     frame = pd.DataFrame({"id": ids, "position": range(rows)})
+    if in_key_order:
+        frame = frame.sort_values("id", kind="stable", ignore_index=True)
     plan = WritePlan.from_options(conflict_target="id", duplicates=policy)
     if table_exists:
         seed = pd.DataFrame({"id": [0, 99_999], "position": [-1, -1]})
