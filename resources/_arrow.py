@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import io
 import json
@@ -270,65 +271,109 @@ _NULLABLE_PANDAS = {
 }
 
 
-def csv_to_frame(
-    data: bytes, columns: Mapping[str, tuple[str, bool]], *, rows: int
-) -> pd.DataFrame:
-    """Decode ``COPY ... TO STDOUT (FORMAT csv)`` output into a DataFrame.
+# CSV received before a piece of whole rows is handed to Arrow: large enough for Arrow's
+# parallel parse, small enough that parsing keeps pace with the server.
+CSV_PIECE_BYTES = 1 << 22
 
-    Args:
-        data: the CSV bytes, without a header row.
-        columns: column name → (PostgreSQL type, column is NOT NULL), in COPY order.
-        rows: the row count the COPY reported.
+
+class CsvDecoder:
+    """Decodes ``COPY ... TO STDOUT (FORMAT csv)`` output while it arrives: each piece of
+    whole rows is parsed by Arrow in a worker thread while the server sends the next.
 
     Nullable integer and boolean columns come back as pandas' nullable dtypes, so that NULL
     does not turn them into floats or objects; NOT NULL ones as plain numpy dtypes.
     """
-    names = list(columns)
-    types = {
-        name: _READ_TYPES.get(pg_type, pa.large_string()) for name, (pg_type, _) in columns.items()
-    }
-    if not names:
-        return pd.DataFrame()
-    if not data:
-        table = pa.table(
-            {name: pa.array([], type=arrow_type) for name, arrow_type in types.items()}
-        )
-    else:
-        # Arrow splits the text into blocks at line ends to parse them in parallel, which
-        # is only right when no value holds a line break; a line count above the row count
-        # (or a carriage return anywhere) means one does.
-        multiline = data.count(b"\n") != rows or b"\r" in data
-        table = _read_csv(data, names, types, multiline=multiline)
-    return pd.DataFrame(
-        {
-            name: _to_pandas(table.column(name), pg_type, not_null)
-            for name, (pg_type, not_null) in columns.items()
+
+    def __init__(self, columns: Mapping[str, tuple[str, bool]]) -> None:
+        """``columns``: column name → (PostgreSQL type, column is NOT NULL), in COPY order."""
+        self.columns = columns
+        self.types = {
+            name: _READ_TYPES.get(pg_type, pa.large_string())
+            for name, (pg_type, _) in columns.items()
         }
-    )
+        self.pending = bytearray()
+        # Where the last whole row in `pending` ends, and whether its end is inside quotes.
+        self.row_end = 0
+        self.in_quotes = False
+        self.pieces: list[asyncio.Future[pa.Table]] = []
+
+    async def feed(self, data: bytes) -> None:
+        """Take the next bytes of the COPY output (asyncpg's ``output`` callback)."""
+        offset = len(self.pending)
+        self.pending += data
+        # A row ends at a line end outside quotes. PostgreSQL quotes every value holding a
+        # line break, and quotes come in pairs, so "outside" is an even count of quotes.
+        if b'"' not in data:
+            last = data.rfind(b"\n")
+            if last >= 0 and not self.in_quotes:
+                self.row_end = offset + last + 1
+        else:
+            raw = np.frombuffer(data, dtype=np.uint8)
+            # uint8 wraps at 256, which keeps the parity.
+            quotes = np.cumsum(raw == ord('"'), dtype=np.uint8) + np.uint8(self.in_quotes)
+            ends = np.flatnonzero((raw == ord("\n")) & (quotes % 2 == 0))
+            if len(ends):
+                self.row_end = offset + int(ends[-1]) + 1
+            self.in_quotes = bool(quotes[-1] % 2)
+        if self.row_end >= CSV_PIECE_BYTES:
+            self._parse(bytes(self.pending[: self.row_end]))
+            del self.pending[: self.row_end]
+            self.row_end = 0
+
+    async def frame(self, rows: int) -> pd.DataFrame:
+        """The DataFrame, once the COPY has reported ``rows`` rows."""
+        if self.pending:
+            self._parse(bytes(self.pending))
+            self.pending.clear()
+        tables = await asyncio.gather(*self.pieces)
+        if tables:
+            table = pa.concat_tables(tables)
+        else:
+            table = pa.table({name: pa.array([], type=t) for name, t in self.types.items()})
+        if table.num_rows != rows:
+            raise RuntimeError(f"decoded {table.num_rows} rows of the {rows} that COPY sent")
+        return pd.DataFrame(
+            {
+                name: _to_pandas(table.column(name), pg_type, not_null)
+                for name, (pg_type, not_null) in self.columns.items()
+            }
+        )
+
+    async def close(self) -> None:
+        """Wait for pieces still being parsed (after a failed COPY), ignoring their results."""
+        await asyncio.gather(*self.pieces, return_exceptions=True)
+
+    def _parse(self, piece: bytes) -> None:
+        self.pieces.append(asyncio.ensure_future(asyncio.to_thread(self._read_csv, piece)))
+
+    def _read_csv(self, piece: bytes) -> pa.Table:
+        # Arrow splits a piece into blocks at line ends to parse them in parallel, which is
+        # only right when no value holds a line break, and only quoted values can. Even told
+        # so, Arrow drops the "\n" of a quoted "\r\n" that straddles two of its blocks
+        # (pyarrow 26): a piece with quotes is parsed as one block.
+        quoted = b'"' in piece
+        return pa_csv.read_csv(
+            io.BytesIO(piece),
+            read_options=pa_csv.ReadOptions(
+                column_names=list(self.columns),
+                block_size=min(len(piece) + 1, 2**31 - 1) if quoted else None,
+            ),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=quoted),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=self.types,
+                # COPY writes NULL unquoted and the empty string quoted.
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
 
 
 def _base_type(pg_type: str) -> str:
     """``numeric(10,2)`` → ``numeric``."""
     return pg_type.split("(", 1)[0]
-
-
-def _read_csv(
-    data: bytes, names: list[str], types: Mapping[str, pa.DataType], *, multiline: bool
-) -> pa.Table:
-    return pa_csv.read_csv(
-        io.BytesIO(data),
-        read_options=pa_csv.ReadOptions(column_names=names),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=multiline),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=types,
-            # COPY writes NULL unquoted and the empty string quoted.
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
 
 
 def _to_pandas(column: pa.ChunkedArray, pg_type: str, not_null: bool) -> pd.Series:

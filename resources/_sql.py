@@ -172,7 +172,7 @@ def key_set(column: str, pg_type: str, param: int) -> str:
 
 def read_expression(column: str, pg_type: str) -> str:
     """How a column travels in ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` so that
-    _arrow.csv_to_frame can decode it exactly."""
+    _arrow.CsvDecoder can decode it exactly."""
     col = f"t.{quote_ident(column)}"
     if pg_type == "interval":
         # Microseconds (a month counts 30 days, as PostgreSQL's own epoch does).

@@ -34,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _sql
-from ._arrow import ROW_NUMBER_COLUMN, ArrowFrame, csv_to_frame, prepare_frame
+from ._arrow import ROW_NUMBER_COLUMN, ArrowFrame, CsvDecoder, prepare_frame
 from .errors import CopyUpsertError, DatabaseError, FrameError, TableMismatchError, WritePlanError
 
 # The server went away or ended our session: the transaction is gone with it.
@@ -299,17 +299,13 @@ async def read_table(
         query = f"SELECT {selected} FROM {_sql.qualified(schema, table)} AS t"
         if where:
             query += f" WHERE {where}"
-        chunks: list[bytes] = []
-
-        async def collect(chunk: bytes) -> None:
-            chunks.append(chunk)
-
-        status = await driver.copy_from_query(query, *params, output=collect, format="csv")
-    return csv_to_frame(
-        b"".join(chunks),
-        {n: (stored[n].pg_type, stored[n].not_null) for n in names},
-        rows=_affected(status),
-    )
+        decoder = CsvDecoder({n: (stored[n].pg_type, stored[n].not_null) for n in names})
+        try:
+            status = await driver.copy_from_query(query, *params, output=decoder.feed, format="csv")
+        except BaseException:
+            await decoder.close()
+            raise
+    return await decoder.frame(rows=_affected(status))
 
 
 # ---- checks that need no database ---------------------------------------------------------------

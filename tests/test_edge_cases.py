@@ -20,6 +20,7 @@ from resources import (
     TimeWindowSlice,
     WritePlan,
     WritePlanError,
+    _arrow,
     copy_upsert,
     read_table,
 )
@@ -140,9 +141,9 @@ def test_reads_fractional_timestamps_and_empty_tables(postgres: PostgresResource
 def test_reads_text_with_line_breaks_beyond_one_parse_block(
     postgres: PostgresResource, line_break: str
 ) -> None:
-    """Arrow parses CSV in blocks of about 1 MB split at line ends; a value holding a line
-    break must not be cut there."""
-    rows = 40_000  # about 2 MB of CSV
+    """Reads are parsed in pieces of 4 MB, and Arrow splits those into blocks at line ends;
+    a value holding a line break must be cut at neither."""
+    rows = 150_000  # about 7 MB of CSV
     frame = pd.DataFrame(
         {
             "id": range(rows),
@@ -409,3 +410,26 @@ def test_json_columns_are_found_whatever_the_index(postgres: PostgresResource) -
     write(postgres, frame)
     read = postgres.run(lambda conn: read_table(conn, schema="public", table="t"))
     assert read.sort_values("id")["j"].tolist() == [{"a": 1}, [1, 2]]
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 7, 20])
+def test_csv_pieces_are_cut_only_between_rows(
+    monkeypatch: pytest.MonkeyPatch, piece_bytes: int
+) -> None:
+    """Fed a few bytes at a time, the decoder cuts pieces only at line ends outside quotes,
+    whatever the quotes, doubled quotes and line breaks around them."""
+    monkeypatch.setattr(_arrow, "CSV_PIECE_BYTES", piece_bytes)
+    data = b'1,"a\nb"\n2,"say ""hi""\r\n"\n3,\n4,""\n5,"x,\ny"\n6,plain\n'
+    decoder = _arrow.CsvDecoder({"id": ("bigint", True), "note": ("text", False)})
+
+    async def decode() -> pd.DataFrame:
+        for start in range(0, len(data), 3):
+            await decoder.feed(data[start : start + 3])
+        return await decoder.frame(rows=6)
+
+    frame = asyncio.run(decode())
+    assert len(decoder.pieces) > 1
+    assert frame["id"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert frame["note"].tolist()[:2] == ["a\nb", 'say "hi"\r\n']
+    assert pd.isna(frame["note"][2]) and frame["note"][3] == ""
+    assert frame["note"].tolist()[4:] == ["x,\ny", "plain"]
