@@ -325,7 +325,10 @@ class CsvDecoder:
         if self.pending:
             self._parse(bytes(self.pending))
             self.pending.clear()
-        tables = await asyncio.gather(*self.pieces)
+        tables = await asyncio.gather(*self.pieces, return_exceptions=True)
+        for failure in tables:
+            if isinstance(failure, BaseException):
+                raise failure
         if tables:
             table = pa.concat_tables(tables)
         else:
@@ -358,7 +361,8 @@ class CsvDecoder:
                 column_names=list(self.columns),
                 block_size=min(len(piece) + 1, 2**31 - 1) if quoted else None,
             ),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=quoted),
+            # A one-column row holding NULL is an empty line.
+            parse_options=pa_csv.ParseOptions(newlines_in_values=quoted, ignore_empty_lines=False),
             convert_options=pa_csv.ConvertOptions(
                 column_types=self.types,
                 # COPY writes NULL unquoted and the empty string quoted.

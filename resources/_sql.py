@@ -76,11 +76,12 @@ def delete_repeated_keys(
     stage: str, key: Sequence[str], row_number: str, *, keep_last: bool
 ) -> str:
     """Delete every staged row but the first (or last) of its key."""
-    kept = ">" if keep_last else "<"
+    kept = "max" if keep_last else "min"
+    number = quote_ident(row_number)
     return (
-        f"DELETE FROM {quote_ident(stage)} AS s USING {quote_ident(stage)} AS d "
-        f"WHERE {key_match(key, 's', 'd')} "
-        f"AND d.{quote_ident(row_number)} {kept} s.{quote_ident(row_number)}"
+        f"DELETE FROM {quote_ident(stage)} AS s USING (SELECT {column_list(key)}, "
+        f"{kept}({number}) AS kept FROM {quote_ident(stage)} GROUP BY {column_list(key)} "
+        f"HAVING count(*) > 1) AS d WHERE {key_match(key, 's', 'd')} AND s.{number} <> d.kept"
     )
 
 

@@ -338,7 +338,7 @@ def _checked_frame(
                 f"conflict_target column {column!r} has {nulls} NULL value(s); a key cannot be "
                 "NULL: fill or drop those rows"
             )
-    if plan.duplicates != "error" and ROW_NUMBER_COLUMN in names:
+    if plan.conflict_target and plan.duplicates != "error" and ROW_NUMBER_COLUMN in names:
         raise FrameError(
             f"column name {ROW_NUMBER_COLUMN!r} is reserved for resolving duplicate keys: "
             "rename the column"
@@ -465,6 +465,12 @@ class _Writer:
                 deleted, inserted = direct
             else:
                 total = await self._stage(stored)
+                # Resolve repeated keys before checking rows, so that the copies dropped are
+                # not checked. Refusing them can wait: an empty table's unique index finds
+                # them during the first insert, without a pass over the stage.
+                resolved = self.plan.duplicates != "error"
+                if resolved:
+                    total = await self._resolve_duplicates(total)
                 await self._check_lengths()
                 await self._check_rows_in_partition(where, params)
                 await self._check_keys_in_partition(where, params)
@@ -475,7 +481,8 @@ class _Writer:
                     if first is not None:
                         inserted = first
                     else:
-                        total = await self._resolve_duplicates(total)
+                        if not resolved:
+                            total = await self._resolve_duplicates(total)
                         # A savepoint, so that a failure can be diagnosed column by column.
                         async with self.driver.transaction():
                             deleted, inserted, updated = await self._merge(where, params)
@@ -511,8 +518,8 @@ class _Writer:
         self, stored: Mapping[str, _Column], empty: bool
     ) -> tuple[int, int] | None:
         """COPY straight into the target when no row can conflict and no order helps: the
-        write appends, or replaces a whole table that has no key, or the table is empty and
-        the frame already in key order. As fast as PostgreSQL loads a file. Returns
+        plan has no key (an append, or a replace of the whole table), or the table is empty
+        and the frame already in key order. As fast as PostgreSQL loads a file. Returns
         (deleted, inserted), or None to take the staged path.
 
         Partitioned writes always stage: their rows are checked against the partition
@@ -520,10 +527,10 @@ class _Writer:
         if self.partition:
             return None
         key = self.plan.conflict_target
-        keyless = self.plan.write_mode == "append" or (
-            self.plan.write_mode == "replace" and not key
-        )
-        if not (keyless or (empty and self._in_key_order())):
+        keyless = not key
+        # A keyed append may have no unique index to refuse a repeated key: it stages.
+        in_order = empty and self.plan.write_mode != "append" and self._in_key_order()
+        if not (keyless or in_order):
             return None
         if not await self._types_match(stored):
             return None
@@ -812,7 +819,7 @@ class _Writer:
         the client would grow with the frame. (An empty target's own unique index refuses
         a repeated key during the direct COPY, which then falls back to this path.)"""
         key = self.plan.conflict_target
-        if not key or self.plan.write_mode == "append":
+        if not key:
             return staged
         example = await self.driver.fetchrow(_sql.repeated_key(self.stage, key))
         if example is None:
