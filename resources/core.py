@@ -246,7 +246,6 @@ def _write_error(
     """The error a failed write raises: ours as it is, the driver's translated."""
     if isinstance(exc, CopyUpsertError):
         return exc
-        raise
     if isinstance(exc, asyncpg.InterfaceError) and not driver.is_closed():
         return DatabaseError(f"the driver refused the write to {name}: {exc}")
     if isinstance(exc, (*_CONNECTION_LOST, asyncpg.InterfaceError)):
@@ -445,13 +444,12 @@ class _Writer:
         self.partition = partition
         self.columns = list(encoded.pg_types)
         self.stage = ""  # named by _stage, after the shape of what it holds
-        # varchar(n) columns written from text, by n: their lengths are checked on the stage.
-        self.length_limited: dict[str, int] = {}
+        self.length_limited: dict[str, int] = {}  # set by write, from _check_types
 
     async def write(self) -> WriteResult:
         stored = await self._ensure_table()
         stored = await self._add_missing_columns(stored)
-        await self._check_types(stored)
+        self.length_limited = await self._check_types(stored)
         await self._check_key_is_unique()
         where, params = _partition_filter(self.partition, {c: stored[c].pg_type for c in stored})
         total = len(self.encoded.frame)
@@ -702,10 +700,11 @@ class _Writer:
         self.progress(f"added columns {missing} to {self.name}")
         return await _table_columns(self.driver, self.target)
 
-    async def _check_types(self, stored: Mapping[str, _Column]) -> None:
+    async def _check_types(self, stored: Mapping[str, _Column]) -> dict[str, int]:
         """Refuse a frame column whose values the table's column would change (a float into
         an integer, a zoned timestamp into a naive one, a decimal into numeric(10,2), text
-        into char(4)): no value changes silently."""
+        into char(4)): no value changes silently. Returns the varchar(n) columns written
+        from text, with their n, whose lengths are checked once staged."""
         typed = [c for c in self.columns if c not in self.encoded.null_columns]
         rows = await self.driver.fetch(
             """
@@ -721,7 +720,7 @@ class _Writer:
             [self.encoded.pg_types[c] for c in typed],
             [stored[c].pg_type for c in typed],
         )
-        self.length_limited = {}
+        length_limited: dict[str, int] = {}
         for column, row in zip(typed, rows, strict=True):
             frame_type, table_type = row["frame_type"], row["table_type"]
             fits = frame_type == table_type or (frame_type, table_type) in _SAFE_CASTS
@@ -732,13 +731,14 @@ class _Writer:
                 varchar = table_type == "character varying" and not row["domain"]
                 fits = (table_type == "numeric" and frame_type in _INTEGERS) or varchar
                 if varchar:
-                    self.length_limited[column] = int(stored[column].pg_type.split("(")[1][:-1])
+                    length_limited[column] = int(stored[column].pg_type.split("(")[1][:-1])
             if not fits:
                 raise TableMismatchError(
                     f"column {column!r} of table {self.name} is {stored[column].pg_type}, but "
                     f"the frame's values are {frame_type}, which it would not store unchanged: "
                     "convert the column in the frame, or alter the table"
                 )
+        return length_limited
 
     async def _check_lengths(self) -> None:
         """varchar(n) trims trailing spaces beyond n without a word: refuse longer text."""
