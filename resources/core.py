@@ -462,35 +462,9 @@ class _Writer:
             if direct is not None:
                 deleted, inserted = direct
             else:
-                total = await self._stage(stored)
-                # Resolve repeated keys before checking rows, so that the copies dropped are
-                # not checked. Refusing them can wait: an empty table's unique index finds
-                # them during the first insert, without a pass over the stage.
-                resolved = self.plan.duplicates != "error"
-                if resolved:
-                    total = await self._resolve_duplicates(total)
-                await self._check_lengths()
-                await self._check_rows_in_partition(where, params)
-                await self._check_keys_in_partition(where, params)
-                self.progress(f"merging {total:,} staged rows into {self.name}")
-                started = time.monotonic()
-                try:
-                    first = await self._insert_into_empty(empty)
-                    if first is not None:
-                        inserted = first
-                    else:
-                        if not resolved:
-                            total = await self._resolve_duplicates(total)
-                        # A savepoint, so that a failure can be diagnosed column by column.
-                        async with self.driver.transaction():
-                            deleted, inserted, updated = await self._merge(where, params)
-                except (
-                    asyncpg.DataError,
-                    asyncpg.DatatypeMismatchError,
-                    asyncpg.UndefinedFunctionError,
-                ) as exc:
-                    raise await self._diagnose(stored, exc) from exc
-                self.progress(f"merged into {self.name} in {time.monotonic() - started:.1f} s")
+                total, deleted, inserted, updated = await self._write_staged(
+                    stored, empty, where, params
+                )
 
         row_count = int(await self.driver.fetchval(f"SELECT count(*) FROM {self.target}"))
         partition_row_count = None
@@ -511,6 +485,41 @@ class _Writer:
             partition_row_count=partition_row_count,
             columns=tuple((name, column.pg_type) for name, column in final.items()),
         )
+
+    async def _write_staged(
+        self, stored: Mapping[str, _Column], empty: bool, where: str | None, params: list[Any]
+    ) -> tuple[int, int, int, int]:
+        """Stage the frame, check it, and apply it; return (staged rows after duplicates
+        were resolved, deleted, inserted, updated)."""
+        total = await self._stage(stored)
+        # Resolve repeated keys before checking rows, so that the copies dropped are not
+        # checked. Refusing them can wait: an empty table's unique index finds them during
+        # the first insert, without a pass over the stage.
+        resolved = self.plan.duplicates != "error"
+        if resolved:
+            total = await self._resolve_duplicates(total)
+        await self._check_lengths()
+        await self._check_rows_in_partition(where, params)
+        await self._check_keys_in_partition(where, params)
+        self.progress(f"merging {total:,} staged rows into {self.name}")
+        started = time.monotonic()
+        deleted = updated = 0
+        try:
+            inserted = await self._insert_into_empty(empty)
+            if inserted is None:
+                if not resolved:
+                    total = await self._resolve_duplicates(total)
+                # A savepoint, so that a failure can be diagnosed column by column.
+                async with self.driver.transaction():
+                    deleted, inserted, updated = await self._merge(where, params)
+        except (
+            asyncpg.DataError,
+            asyncpg.DatatypeMismatchError,
+            asyncpg.UndefinedFunctionError,
+        ) as exc:
+            raise await self._diagnose(stored, exc) from exc
+        self.progress(f"merged into {self.name} in {time.monotonic() - started:.1f} s")
+        return total, deleted, inserted, updated
 
     async def _copy_into_target(
         self, stored: Mapping[str, _Column], empty: bool
