@@ -50,7 +50,7 @@ class ArrowFrame:
         """Convert the frame to Arrow one chunk of rows at a time, so that no second full copy
         of the data is ever held. ``numbered`` appends :data:`ROW_NUMBER_COLUMN`, each row's
         position in the frame."""
-        schema = self.numbered_schema() if numbered else self.schema
+        schema = self._copy_schema(numbered)
         for start in range(0, len(self.frame), rows_per_chunk):
             chunk = self.frame.iloc[start : start + rows_per_chunk]
             arrays = [
@@ -61,7 +61,9 @@ class ArrowFrame:
                 arrays.append(pa.array(np.arange(start, start + len(chunk), dtype=np.int64)))
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
-    def numbered_schema(self) -> pa.Schema:
+    def _copy_schema(self, numbered: bool) -> pa.Schema:
+        if not numbered:
+            return self.schema
         return self.schema.append(pa.field(ROW_NUMBER_COLUMN, pa.int64()))
 
     def binary_copy_chunks(
@@ -69,8 +71,7 @@ class ArrowFrame:
     ) -> Iterator[tuple[int, bytes]]:
         """The frame as PostgreSQL binary COPY data, a chunk at a time, each with the number
         of rows it holds."""
-        schema = self.numbered_schema() if numbered else self.schema
-        encoder = _encoder(schema, self.json_columns)
+        encoder = _encoder(self._copy_schema(numbered), self.json_columns)
         yield 0, encoder.write_header()
         for batch in self.batches(rows_per_chunk, numbered=numbered):
             yield batch.num_rows, encoder.write_batch(batch)
