@@ -118,11 +118,74 @@ def merge(
     target: str,
     columns: Sequence[str],
     key: Sequence[str],
+    on_conflict: str,
+    update_columns: Sequence[str],
+    *,
+    refuse_repeated: bool,
+) -> str:
+    """MERGE the staged rows into the target in key order, and count what happened
+    (``RETURNING merge_action()``: PostgreSQL 17 or later).
+
+    One join of the sorted stage with the table's key index decides every row, and the
+    writes follow the key's order through the table and its B-tree, where ``INSERT ... ON
+    CONFLICT`` probes the index and locks each row before deciding. A staged row equal to the
+    stored one matches no WHEN clause: it takes no row lock and writes no row version.
+
+    ``refuse_repeated``: every copy of a key staged more than once writes, so the statement
+    fails on the second copy, by the key's unique index (a new key) or by "MERGE command
+    cannot affect row a second time" (a stored key). The window that marks the copies sorts
+    by the key, as the merge needs anyway: cheaper than a separate pass over the stage.
+    """
+    keys = column_list(key, "s.")
+    picked = column_list(columns, "s.")
+    repeated = "copy_upsert_repeated"
+    while repeated in columns:
+        repeated += "_"
+    if refuse_repeated:
+        picked += f", count(*) OVER (PARTITION BY {keys}) > 1 AS {quote_ident(repeated)}"
+    source = f"SELECT {picked} FROM {quote_ident(stage)} AS s ORDER BY {keys}"
+    whens = []
+    updating = on_conflict == "update" and bool(update_columns)
+    if updating:
+        condition = (
+            f"({column_list(update_columns, 't.')}) IS DISTINCT FROM "
+            f"({column_list(update_columns, 's.')})"
+        )
+        assignments = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in update_columns)
+    if refuse_repeated:
+        flag = f"s.{quote_ident(repeated)}"
+        if updating:
+            condition = f"{flag} OR {condition}"
+        else:
+            # Nothing else updates: a repeated key writes its own value, to fail.
+            condition, assignments = flag, f"{quote_ident(key[0])} = s.{quote_ident(key[0])}"
+    if updating or refuse_repeated:
+        whens.append(f"WHEN MATCHED AND ({condition}) THEN UPDATE SET {assignments}")
+    values = column_list(columns, "s.")
+    whens.append(f"WHEN NOT MATCHED THEN INSERT ({column_list(columns)}) VALUES ({values})")
+    statement = (
+        f"MERGE INTO {target} AS t USING ({source}) AS s ON {key_match(key, 't', 's')} "
+        + " ".join(whens)
+        + " RETURNING merge_action() AS action"
+    )
+    return (
+        f"WITH written AS ({statement}) "
+        "SELECT count(*) FILTER (WHERE action = 'INSERT') AS inserted, "
+        "count(*) FILTER (WHERE action = 'UPDATE') AS updated FROM written"
+    )
+
+
+def insert_on_conflict(
+    stage: str,
+    target: str,
+    columns: Sequence[str],
+    key: Sequence[str],
     on_conflict: str | None,
     update_columns: Sequence[str],
 ) -> str:
     """INSERT the staged rows in key order, resolving conflicts on the key, and count what
-    happened. ``xmax = 0`` tells a freshly inserted row from an updated one."""
+    happened. ``xmax = 0`` tells a freshly inserted row from an updated one. Unlike MERGE,
+    this waits for a key that another writer is inserting at the same time, then updates it."""
     cols = column_list(columns)
     source = f"SELECT {column_list(columns, 's.')} FROM {quote_ident(stage)} AS s"
     if key and on_conflict == "update" and update_columns:

@@ -1,8 +1,9 @@
 """COPY-upsert a pandas DataFrame into PostgreSQL: the core, with no Dagster in it.
 
 A write stages the frame in a temporary table with binary COPY and merges it into the target
-with ``INSERT ... ON CONFLICT``, all inside one explicit transaction on the asyncpg connection
-behind a SQLAlchemy ``AsyncConnection``. Every row lands or none does.
+in key order (``MERGE`` on PostgreSQL 17 and later, ``INSERT ... ON CONFLICT`` before), all
+inside one explicit transaction on the asyncpg connection behind a SQLAlchemy
+``AsyncConnection``. Every row lands or none does.
 
 The transaction has to be explicit: the driver connection behind SQLAlchemy runs in autocommit
 until SQLAlchemy itself begins, so ``CREATE TEMP TABLE ... ON COMMIT DROP`` followed by a COPY
@@ -52,6 +53,9 @@ ANALYZE_FROM_ROWS = 10_000
 
 # How often a COPY in progress checks that its connection is still open.
 CONNECTION_CHECK_SECONDS = 0.5
+
+# The first PostgreSQL whose MERGE has RETURNING, which counts inserted and updated rows.
+MERGE_RETURNING_SINCE = 17
 
 # How often a long COPY reports how far it got.
 PROGRESS_EVERY_SECONDS = 5.0
@@ -314,7 +318,7 @@ def _checked_frame(
     frame: pd.DataFrame, plan: WritePlan, partition: Sequence[PartitionSlice]
 ) -> pd.DataFrame:
     """Validate the frame against the plan; return it with string labels. Duplicate keys are
-    found on the server (see ``_Writer._resolve_duplicates``), so that no index of the keys
+    found on the server (see ``_Writer._refuse_repeated_keys``), so that no index of the keys
     is held in memory."""
     names = [str(label) for label in frame.columns]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -493,11 +497,9 @@ class _Writer:
         were resolved, deleted, inserted, updated)."""
         total = await self._stage(stored)
         # Resolve repeated keys before checking rows, so that the copies dropped are not
-        # checked. Refusing them can wait: an empty table's unique index finds them during
-        # the first insert, without a pass over the stage.
-        resolved = self.plan.duplicates != "error"
-        if resolved:
-            total = await self._resolve_duplicates(total)
+        # checked. Refusing them can wait for the merge, which fails on them anyway.
+        if self._numbered:
+            total = await self._keep_one_per_key(total)
         await self._check_lengths()
         await self._check_rows_in_partition(where, params)
         await self._check_keys_in_partition(where, params)
@@ -507,8 +509,6 @@ class _Writer:
         try:
             inserted = await self._insert_into_empty(empty)
             if inserted is None:
-                if not resolved:
-                    total = await self._resolve_duplicates(total)
                 # A savepoint, so that a failure can be diagnosed column by column.
                 async with self.driver.transaction():
                     deleted, inserted, updated = await self._merge(where, params)
@@ -638,18 +638,43 @@ class _Writer:
             )
             deleted = _affected(await self.driver.execute(sql, *params))
         if key and self.plan.write_mode != "append":
-            sql = _sql.merge(
-                self.stage,
-                self.target,
-                self.columns,
-                key,
-                self.plan.on_conflict,
-                self._update_columns(),
-            )
+            inserted, updated = await self._upsert()
         else:
-            sql = _sql.merge(self.stage, self.target, self.columns, (), None, ())
-        row = await self.driver.fetchrow(sql)
-        return deleted, int(row["inserted"]), int(row["updated"])
+            if key and self.plan.duplicates == "error":
+                # A keyed append may have no unique index to refuse a repeated key.
+                await self._refuse_repeated_keys()
+            row = await self.driver.fetchrow(
+                _sql.insert_on_conflict(self.stage, self.target, self.columns, (), None, ())
+            )
+            inserted, updated = int(row["inserted"]), int(row["updated"])
+        return deleted, inserted, updated
+
+    async def _upsert(self) -> tuple[int, int]:
+        """Insert or update the staged rows by key; return (inserted, updated). Refuses a
+        key staged more than once when the plan says so."""
+        refuse = self.plan.duplicates == "error"
+        # What both statements are built from.
+        upsert = (
+            self.stage,
+            self.target,
+            self.columns,
+            self.plan.conflict_target,
+            self.plan.on_conflict,
+            self._update_columns(),
+        )
+        if self.driver.get_server_version().major >= MERGE_RETURNING_SINCE:
+            try:
+                async with self.driver.transaction():
+                    row = await self.driver.fetchrow(_sql.merge(*upsert, refuse_repeated=refuse))
+                return int(row["inserted"]), int(row["updated"])
+            except (asyncpg.CardinalityViolationError, asyncpg.UniqueViolationError):
+                # A key staged twice (refused below), or a new key that another writer
+                # inserted since the MERGE began: INSERT ... ON CONFLICT updates that row.
+                pass
+        if refuse:
+            await self._refuse_repeated_keys()
+        row = await self.driver.fetchrow(_sql.insert_on_conflict(*upsert))
+        return int(row["inserted"]), int(row["updated"])
 
     def _update_columns(self) -> tuple[str, ...]:
         if self.plan.update_columns is not None:
@@ -822,27 +847,29 @@ class _Writer:
         of a repeated key."""
         return bool(self.plan.conflict_target) and self.plan.duplicates != "error"
 
-    async def _resolve_duplicates(self, staged: int) -> int:
-        """Refuse, or resolve as the plan says, a key staged more than once; return the
-        staged row count that remains. Checked on the server: an index of the keys held in
-        the client would grow with the frame. (An empty target's own unique index refuses
-        a repeated key during the direct COPY, which then falls back to this path.)"""
+    async def _refuse_repeated_keys(self) -> None:
+        """Refuse a key staged more than once, naming one. Checked on the server: an index
+        of the keys held in the client would grow with the frame."""
         key = self.plan.conflict_target
-        if not key:
-            return staged
         example = await self.driver.fetchrow(_sql.repeated_key(self.stage, key))
         if example is None:
-            return staged
-        if self.plan.duplicates == "error":
-            keys, rows = await self.driver.fetchrow(_sql.repeated_key_totals(self.stage, key))
-            raise FrameError(
-                f"{keys} conflict_target key(s) on {list(key)} appear more than once "
-                f"({rows} rows), e.g. {dict(example)}; drop the duplicates or set the "
-                "metadata key 'duplicates' to 'keep_last' or 'keep_first'"
-            )
+            return
+        keys, rows = await self.driver.fetchrow(_sql.repeated_key_totals(self.stage, key))
+        raise FrameError(
+            f"{keys} conflict_target key(s) on {list(key)} appear more than once "
+            f"({rows} rows), e.g. {dict(example)}; drop the duplicates or set the "
+            "metadata key 'duplicates' to 'keep_last' or 'keep_first'"
+        )
+
+    async def _keep_one_per_key(self, staged: int) -> int:
+        """Delete every staged copy of a key but the first or last, as the plan says; return
+        the staged row count that remains."""
         deleted = await self.driver.execute(
             _sql.delete_repeated_keys(
-                self.stage, key, ROW_NUMBER_COLUMN, keep_last=self.plan.duplicates == "keep_last"
+                self.stage,
+                self.plan.conflict_target,
+                ROW_NUMBER_COLUMN,
+                keep_last=self.plan.duplicates == "keep_last",
             )
         )
         return staged - _affected(deleted)

@@ -166,6 +166,67 @@ def test_repeated_keys_under_error_are_refused_on_a_stored_table(
     assert db.snapshot('public."pairs"') == before
 
 
+@pytest.mark.parametrize("on_conflict", ["update", "nothing"])
+@pytest.mark.parametrize(
+    "copies",
+    [[("b", 1.0), ("b", 5.0)], [("b", 1.0), ("b", 1.0)], [("new", 1.0), ("new", 2.0)]],
+    ids=["one-copy-as-stored", "every-copy-as-stored", "new-key"],
+)
+def test_a_repeated_key_is_refused_however_its_copies_compare_with_the_stored_row(
+    postgres: PostgresResource, db: Database, on_conflict: str, copies: list[tuple[str, float]]
+) -> None:
+    """A copy equal to the stored row writes nothing, yet its key is still refused."""
+    plan = WritePlan.from_options(conflict_target="k", on_conflict=on_conflict)
+    stored = pd.DataFrame({"k": ["a", "b"], "v": [0.0, 1.0]})
+    postgres.run(lambda conn: copy_upsert(conn, stored, schema="public", table="kv", plan=plan))
+    before = db.snapshot('public."kv"')
+    repeated = pd.DataFrame([*copies, ("c", 3.0)], columns=["k", "v"])
+    with pytest.raises(
+        FrameError, match=r"1 conflict_target key\(s\) on \['k'\] appear more than once \(2 rows\)"
+    ):
+        postgres.run(
+            lambda conn: copy_upsert(conn, repeated, schema="public", table="kv", plan=plan)
+        )
+    assert db.snapshot('public."kv"') == before
+
+
+@pytest.mark.parametrize("on_conflict", ["update", "nothing"])
+def test_rows_sent_again_unchanged_are_neither_rewritten_nor_locked(
+    postgres: PostgresResource, db: Database, on_conflict: str
+) -> None:
+    plan = WritePlan.from_options(conflict_target="id", on_conflict=on_conflict)
+    first = pd.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"]})
+    postgres.run(lambda conn: copy_upsert(conn, first, schema="public", table="same", plan=plan))
+    versions = 'SELECT id, xmin::text, xmax::text FROM public."same" WHERE id <= 3 ORDER BY id'
+    before = db.fetch(versions)
+    again = pd.DataFrame({"id": [3, 1, 4, 2], "v": ["c", "a", "d", "b"]})
+    result = postgres.run(
+        lambda conn: copy_upsert(conn, again, schema="public", table="same", plan=plan)
+    )
+    assert (result.rows_inserted, result.rows_updated, result.rows_unchanged) == (1, 0, 3)
+    assert db.fetch(versions) == before
+    assert {row["xmax"] for row in before} == {"0"}
+
+
+def test_a_column_named_like_the_merge_marker_is_an_ordinary_column(
+    postgres: PostgresResource, db: Database
+) -> None:
+    plan = WritePlan.from_options(conflict_target="id")
+
+    def write(frame: pd.DataFrame) -> None:
+        postgres.run(lambda conn: copy_upsert(conn, frame, schema="public", table="m", plan=plan))
+
+    write(pd.DataFrame({"id": [1, 2], "copy_upsert_repeated": [False, False]}))
+    write(pd.DataFrame({"id": [2, 3], "copy_upsert_repeated": [True, True]}))
+    assert db.rows('public."m"', "id") == [
+        {"id": 1, "copy_upsert_repeated": False},
+        {"id": 2, "copy_upsert_repeated": True},
+        {"id": 3, "copy_upsert_repeated": True},
+    ]
+    with pytest.raises(FrameError, match="appear more than once"):
+        write(pd.DataFrame({"id": [3, 3], "copy_upsert_repeated": [True, False]}))
+
+
 def test_row_number_column_name_is_reserved_when_duplicates_are_resolved() -> None:
     frame = pd.DataFrame({"id": [1], ROW_NUMBER_COLUMN: [1]})
     plan = WritePlan.from_options(conflict_target="id", duplicates="keep_last")

@@ -48,7 +48,7 @@ async def _terminate(url: str, query_start: str, stop: threading.Event) -> bool:
 
 @pytest.mark.parametrize(
     ("phase", "query_start"),
-    [("copy", "COPY "), ("merge", "WITH written AS (INSERT")],
+    [("copy", "COPY "), ("merge", "WITH written AS (")],
 )
 def test_terminated_backend_fails_fast_and_changes_nothing(
     phase: str, query_start: str, database_url: str, db: Database
