@@ -580,7 +580,7 @@ if __name__ == "__main__":
         help="rows for the slow row-by-row alternatives (reported per row)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of every case; the fastest counts"
+        "--repeat", type=int, default=5, help="runs of every case; the fastest counts"
     )
     args = parser.parse_args()
     asyncio.run(main(args.rows, args.small_rows, args.repeat))

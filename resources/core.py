@@ -667,9 +667,14 @@ class _Writer:
                 async with self.driver.transaction():
                     row = await self.driver.fetchrow(_sql.merge(*upsert, refuse_repeated=refuse))
                 return int(row["inserted"]), int(row["updated"])
-            except (asyncpg.CardinalityViolationError, asyncpg.UniqueViolationError):
-                # A key staged twice (refused below), or a new key that another writer
-                # inserted since the MERGE began: INSERT ... ON CONFLICT updates that row.
+            except (
+                asyncpg.CardinalityViolationError,
+                asyncpg.UniqueViolationError,
+                asyncpg.FeatureNotSupportedError,
+            ):
+                # A key staged twice (refused below); a new key that another writer inserted
+                # since the MERGE began, which INSERT ... ON CONFLICT waits for and updates;
+                # or a table with rules, which MERGE does not support.
                 pass
         if refuse:
             await self._refuse_repeated_keys()

@@ -227,6 +227,33 @@ def test_a_column_named_like_the_merge_marker_is_an_ordinary_column(
         write(pd.DataFrame({"id": [3, 3], "copy_upsert_repeated": [True, False]}))
 
 
+def test_a_table_with_a_rule_is_merged_all_the_same(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """MERGE refuses a table with rules; the write falls back to INSERT ... ON CONFLICT
+    (which refuses only INSERT and UPDATE rules)."""
+    db.execute("CREATE TABLE ruled (id bigint PRIMARY KEY, v text)")
+    db.execute("CREATE TABLE ruled_log (id bigint)")
+    db.execute(
+        "CREATE RULE log_deletes AS ON DELETE TO ruled "
+        "DO ALSO INSERT INTO ruled_log VALUES (OLD.id)"
+    )
+    db.execute("INSERT INTO ruled VALUES (1, 'a'), (2, 'b'), (4, 'd')")
+    plan = WritePlan.from_options(conflict_target="id", write_mode="replace")
+    frame = pd.DataFrame({"id": [2, 3, 1], "v": ["B", "c", "a"]})
+    result = postgres.run(
+        lambda conn: copy_upsert(conn, frame, schema="public", table="ruled", plan=plan)
+    )
+    counts = (result.rows_deleted, result.rows_inserted, result.rows_updated, result.rows_unchanged)
+    assert counts == (1, 1, 1, 1)
+    assert db.fetch("SELECT id FROM ruled_log") == [{"id": 4}]
+    assert db.rows("ruled", "id") == [
+        {"id": 1, "v": "a"},
+        {"id": 2, "v": "B"},
+        {"id": 3, "v": "c"},
+    ]
+
+
 def test_row_number_column_name_is_reserved_when_duplicates_are_resolved() -> None:
     frame = pd.DataFrame({"id": [1], ROW_NUMBER_COLUMN: [1]})
     plan = WritePlan.from_options(conflict_target="id", duplicates="keep_last")
