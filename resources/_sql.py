@@ -123,50 +123,48 @@ def merge(
     *,
     refuse_repeated: bool,
 ) -> str:
-    """MERGE the staged rows into the target in key order, and count what happened
-    (``RETURNING merge_action()``: PostgreSQL 17 or later).
+    """MERGE the staged rows into the target, read from the stage in key order, and count
+    what happened (``RETURNING merge_action()``: PostgreSQL 17 or later).
 
-    One join of the sorted stage with the table's key index decides every row, and the
-    writes follow the key's order through the table and its B-tree, where ``INSERT ... ON
-    CONFLICT`` probes the index and locks each row before deciding. A staged row equal to the
-    stored one matches no WHEN clause: it takes no row lock and writes no row version.
+    One join of the sorted stage with the table decides every row; for a large stage the
+    planner merge-joins it with the key index, so the writes walk the table's pages and its
+    B-tree front to back, where ``INSERT ... ON CONFLICT`` probes the index and locks each
+    row before deciding. A staged row equal to the stored one matches no WHEN clause: it
+    takes no row lock and writes no row version.
 
-    ``refuse_repeated``: every copy of a key staged more than once writes, so the statement
-    fails on the second copy, by the key's unique index (a new key) or by "MERGE command
-    cannot affect row a second time" (a stored key). The window that marks the copies sorts
-    by the key, as the merge needs anyway: cheaper than a separate pass over the stage.
+    ``refuse_repeated``: a key staged more than once fails the statement with a
+    cardinality violation as soon as its first copy is read, before that copy reaches the
+    table, whatever triggers or WHEN clauses would do with it. The window that finds the
+    copies sorts by the key, as the merge needs anyway: cheaper than a pass of its own.
     """
     keys = column_list(key, "s.")
-    picked = column_list(columns, "s.")
-    repeated = "copy_upsert_repeated"
-    while repeated in columns:
-        repeated += "_"
+    source = f"SELECT {column_list(columns, 's.')} FROM {quote_ident(stage)} AS s"
     if refuse_repeated:
-        picked += f", count(*) OVER (PARTITION BY {keys}) > 1 AS {quote_ident(repeated)}"
-    source = f"SELECT {picked} FROM {quote_ident(stage)} AS s ORDER BY {keys}"
+        repeated = "copy_upsert_repeated"
+        while repeated in columns:
+            repeated += "_"
+        # SQL has no RAISE: a scalar subquery that returns two rows fails the statement
+        # ("more than one row returned by a subquery used as an expression"). CASE runs it
+        # only for a repeated key, and the filter makes it run for every row.
+        fail = "(SELECT true UNION ALL SELECT true)"
+        source = (
+            f"SELECT * FROM (SELECT {column_list(columns, 's.')}, CASE WHEN count(*) OVER "
+            f"(PARTITION BY {keys}) > 1 THEN {fail} END AS {quote_ident(repeated)} "
+            f"FROM {quote_ident(stage)} AS s) AS s WHERE s.{quote_ident(repeated)} IS NULL"
+        )
     whens = []
-    updating = on_conflict == "update" and bool(update_columns)
-    if updating:
-        condition = (
+    if on_conflict == "update" and update_columns:
+        changed = (
             f"({column_list(update_columns, 't.')}) IS DISTINCT FROM "
             f"({column_list(update_columns, 's.')})"
         )
         assignments = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in update_columns)
-    if refuse_repeated:
-        flag = f"s.{quote_ident(repeated)}"
-        if updating:
-            condition = f"{flag} OR {condition}"
-        else:
-            # Nothing else updates: a repeated key writes its own value, to fail.
-            condition, assignments = flag, f"{quote_ident(key[0])} = s.{quote_ident(key[0])}"
-    if updating or refuse_repeated:
-        whens.append(f"WHEN MATCHED AND ({condition}) THEN UPDATE SET {assignments}")
+        whens.append(f"WHEN MATCHED AND {changed} THEN UPDATE SET {assignments}")
     values = column_list(columns, "s.")
     whens.append(f"WHEN NOT MATCHED THEN INSERT ({column_list(columns)}) VALUES ({values})")
     statement = (
-        f"MERGE INTO {target} AS t USING ({source}) AS s ON {key_match(key, 't', 's')} "
-        + " ".join(whens)
-        + " RETURNING merge_action() AS action"
+        f"MERGE INTO {target} AS t USING ({source} ORDER BY {keys}) AS s "
+        f"ON {key_match(key, 't', 's')} {' '.join(whens)} RETURNING merge_action() AS action"
     )
     return (
         f"WITH written AS ({statement}) "

@@ -172,13 +172,24 @@ def test_repeated_keys_under_error_are_refused_on_a_stored_table(
     [[("b", 1.0), ("b", 5.0)], [("b", 1.0), ("b", 1.0)], [("new", 1.0), ("new", 2.0)]],
     ids=["one-copy-as-stored", "every-copy-as-stored", "new-key"],
 )
+@pytest.mark.parametrize("skip_same", [False, True], ids=["", "trigger-skips-unchanged"])
 def test_a_repeated_key_is_refused_however_its_copies_compare_with_the_stored_row(
-    postgres: PostgresResource, db: Database, on_conflict: str, copies: list[tuple[str, float]]
+    postgres: PostgresResource,
+    db: Database,
+    on_conflict: str,
+    copies: list[tuple[str, float]],
+    skip_same: bool,
 ) -> None:
-    """A copy equal to the stored row writes nothing, yet its key is still refused."""
+    """A copy equal to the stored row writes nothing, yet its key is still refused; also
+    when a trigger skips every update that changes nothing."""
     plan = WritePlan.from_options(conflict_target="k", on_conflict=on_conflict)
     stored = pd.DataFrame({"k": ["a", "b"], "v": [0.0, 1.0]})
     postgres.run(lambda conn: copy_upsert(conn, stored, schema="public", table="kv", plan=plan))
+    if skip_same:
+        db.execute(
+            "CREATE TRIGGER skip_same BEFORE UPDATE ON kv FOR EACH ROW "
+            "EXECUTE FUNCTION suppress_redundant_updates_trigger()"
+        )
     before = db.snapshot('public."kv"')
     repeated = pd.DataFrame([*copies, ("c", 3.0)], columns=["k", "v"])
     with pytest.raises(

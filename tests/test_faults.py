@@ -246,9 +246,9 @@ def test_server_restart_between_two_runs(tmp_path: Path) -> None:
     assert (first.rows_inserted, second.rows_unchanged) == (2, 2)
 
 
-def test_least_privilege_role_can_upsert_and_is_told_what_it_lacks(
-    database_url: str, db: Database
-) -> None:
+def _loader(database_url: str, db: Database, privileges: str) -> tuple[str, PostgresResource]:
+    """A login role with only ``privileges`` on shop.products (holding sku 'a'), and only
+    the right to create temporary tables besides; returns the role and a resource for it."""
     database = make_url(database_url).database
     role = f"loader_{os.getpid()}"
     db.execute(
@@ -256,13 +256,19 @@ def test_least_privilege_role_can_upsert_and_is_told_what_it_lacks(
         "INSERT INTO shop.products VALUES ('a', 1);"
         f"CREATE ROLE {role} LOGIN;"
         f"GRANT USAGE ON SCHEMA shop TO {role};"
-        f"GRANT SELECT, INSERT, UPDATE ON shop.products TO {role};"
+        f"GRANT {privileges} ON shop.products TO {role};"
         f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC;'
         f'GRANT TEMPORARY ON DATABASE "{database}" TO {role};'
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC"
     )
     url = make_url(database_url).set(username=role).render_as_string(hide_password=False)
-    loader = PostgresResource(url=url)
+    return role, PostgresResource(url=url)
+
+
+def test_least_privilege_role_can_upsert_and_is_told_what_it_lacks(
+    database_url: str, db: Database
+) -> None:
+    role, loader = _loader(database_url, db, "SELECT, INSERT, UPDATE")
     plan = WritePlan.from_options(conflict_target="sku")
     try:
         frame = pd.DataFrame({"sku": ["a", "b"], "price": [2.0, 3.0]})
@@ -284,3 +290,23 @@ def test_least_privilege_role_can_upsert_and_is_told_what_it_lacks(
     finally:
         loader.dispose()
         db.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+def test_a_role_that_may_only_insert_can_write_with_on_conflict_nothing(
+    database_url: str, db: Database
+) -> None:
+    role, loader = _loader(database_url, db, "SELECT, INSERT")
+    plan = WritePlan.from_options(conflict_target="sku", on_conflict="nothing")
+    frame = pd.DataFrame({"sku": ["a", "b"], "price": [2.0, 3.0]})
+    try:
+        result = loader.run(
+            lambda conn: copy_upsert(conn, frame, schema="shop", table="products", plan=plan)
+        )
+    finally:
+        loader.dispose()
+        db.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+    assert (result.rows_inserted, result.rows_unchanged) == (1, 1)
+    assert db.rows("shop.products", "sku") == [
+        {"sku": "a", "price": 1.0},
+        {"sku": "b", "price": 3.0},
+    ]
