@@ -138,21 +138,28 @@ def merge(
     copies sorts by the key, as the merge needs anyway: cheaper than a pass of its own.
     """
     keys = column_list(key, "s.")
-    source = f"SELECT {column_list(columns, 's.')} FROM {quote_ident(stage)} AS s"
+    picked = column_list(columns, "s.")
+    whens = []
     if refuse_repeated:
         repeated = "copy_upsert_repeated"
         while repeated in columns:
             repeated += "_"
         # SQL has no RAISE: a scalar subquery that returns two rows fails the statement
         # ("more than one row returned by a subquery used as an expression"). CASE runs it
-        # only for a repeated key, and the filter makes it run for every row.
+        # only for a repeated key. The first WHEN clause of each kind reads the marker of
+        # every row; a filter in the source would do it too, but would make the planner
+        # guess the stage a few rows long and hash it instead of merge-joining it.
         fail = "(SELECT true UNION ALL SELECT true)"
-        source = (
-            f"SELECT * FROM (SELECT {column_list(columns, 's.')}, CASE WHEN count(*) OVER "
-            f"(PARTITION BY {keys}) > 1 THEN {fail} END AS {quote_ident(repeated)} "
-            f"FROM {quote_ident(stage)} AS s) AS s WHERE s.{quote_ident(repeated)} IS NULL"
+        picked += (
+            f", CASE WHEN count(*) OVER (PARTITION BY {keys}) > 1 THEN {fail} END "
+            f"AS {quote_ident(repeated)}"
         )
-    whens = []
+        marked = f"s.{quote_ident(repeated)}"
+        whens += [
+            f"WHEN MATCHED AND {marked} THEN DO NOTHING",
+            f"WHEN NOT MATCHED AND {marked} THEN DO NOTHING",
+        ]
+    source = f"SELECT {picked} FROM {quote_ident(stage)} AS s"
     if on_conflict == "update" and update_columns:
         changed = (
             f"({column_list(update_columns, 't.')}) IS DISTINCT FROM "

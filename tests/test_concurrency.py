@@ -1,14 +1,21 @@
-"""Eight writers in separate processes upsert overlapping, randomly ordered key sets into
-one table at once, for several rounds."""
+"""Writers at once: eight processes upsert overlapping, randomly ordered key sets into one
+table for several rounds; and a write meets a key another transaction is inserting."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import asyncpg
+import pandas as pd
 import pytest
+
+from resources import PostgresResource, WritePlan, WriteResult, copy_upsert
 
 from .conftest import Database
 
@@ -46,3 +53,72 @@ def test_eight_writers_lose_and_duplicate_nothing(database_url: str, db: Databas
     ]
     for key, value in stored.items():
         assert value in written[key]
+
+
+@pytest.mark.parametrize(
+    ("on_conflict", "stored_c", "counts"),
+    [("update", 3.0, (1, 1, 1)), ("nothing", 100.0, (1, 0, 2))],
+)
+def test_a_key_another_writer_inserts_meanwhile_is_waited_for_then_merged(
+    database_url: str,
+    db: Database,
+    on_conflict: str,
+    stored_c: float,
+    counts: tuple[int, int, int],
+) -> None:
+    """Another transaction has inserted key 'c' but not committed when the write starts: the
+    write waits for it, then updates it or, under on_conflict 'nothing', keeps it. (A MERGE
+    fails on such a key; the write falls back to INSERT ... ON CONFLICT.)"""
+    db.execute(
+        "CREATE TABLE kv (k text PRIMARY KEY, v float8); INSERT INTO kv VALUES ('a', 0), ('b', 1)"
+    )
+    inserted, release = threading.Event(), threading.Event()
+
+    async def other_writer() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO kv VALUES ('c', 100)")
+                inserted.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    other = threading.Thread(target=lambda: asyncio.run(other_writer()))
+    other.start()
+    assert inserted.wait(30)
+    writer = PostgresResource(url=database_url, application_name="copy-upsert-waiter")
+    plan = WritePlan.from_options(conflict_target="k", on_conflict=on_conflict)
+    frame = pd.DataFrame({"k": ["b", "c", "d"], "v": [1.0, 3.0, 4.0]})
+    results: list[WriteResult] = []
+    write = threading.Thread(
+        target=lambda: results.append(
+            writer.run(
+                lambda conn: copy_upsert(conn, frame, schema="public", table="kv", plan=plan)
+            )
+        )
+    )
+    try:
+        write.start()
+        waiting = (
+            "SELECT count(*) AS n FROM pg_stat_activity "
+            "WHERE application_name = $1 AND wait_event_type = 'Lock'"
+        )
+        deadline = time.monotonic() + 30
+        while db.fetch(waiting, "copy-upsert-waiter") != [{"n": 1}]:
+            assert time.monotonic() < deadline, "the write never waited for the other writer's key"
+            time.sleep(0.05)
+    finally:
+        release.set()
+        other.join()
+        write.join()
+        writer.dispose()
+    result = results[0]
+    assert (result.rows_inserted, result.rows_updated, result.rows_unchanged) == counts
+    assert db.rows("kv", "k") == [
+        {"k": "a", "v": 0.0},
+        {"k": "b", "v": 1.0},
+        {"k": "c", "v": stored_c},
+        {"k": "d", "v": 4.0},
+    ]
