@@ -138,7 +138,8 @@ def merge(
     copies sorts by the key, as the merge needs anyway: cheaper than a pass of its own.
     """
     keys = column_list(key, "s.")
-    picked = column_list(columns, "s.")
+    values = column_list(columns, "s.")
+    picked = values
     whens = []
     if refuse_repeated:
         repeated = "copy_upsert_repeated"
@@ -167,16 +168,22 @@ def merge(
         )
         assignments = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in update_columns)
         whens.append(f"WHEN MATCHED AND {changed} THEN UPDATE SET {assignments}")
-    values = column_list(columns, "s.")
     whens.append(f"WHEN NOT MATCHED THEN INSERT ({column_list(columns)}) VALUES ({values})")
     statement = (
         f"MERGE INTO {target} AS t USING ({source} ORDER BY {keys}) AS s "
-        f"ON {key_match(key, 't', 's')} {' '.join(whens)} RETURNING merge_action() AS action"
+        f"ON {key_match(key, 't', 's')} {' '.join(whens)}"
     )
+    # DO NOTHING returns no row: what is not an insert is an update.
+    return _counted(statement, "merge_action() = 'INSERT'")
+
+
+def _counted(write: str, inserted: str) -> str:
+    """Run ``write`` and return one row: how many rows it inserted, how many it updated.
+    ``inserted`` tells, in RETURNING, an inserted row from an updated one."""
     return (
-        f"WITH written AS ({statement}) "
-        "SELECT count(*) FILTER (WHERE action = 'INSERT') AS inserted, "
-        "count(*) FILTER (WHERE action = 'UPDATE') AS updated FROM written"
+        f"WITH written AS ({write} RETURNING {inserted} AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted) AS inserted, "
+        "count(*) FILTER (WHERE NOT inserted) AS updated FROM written"
     )
 
 
@@ -190,7 +197,8 @@ def insert_on_conflict(
 ) -> str:
     """INSERT the staged rows in key order, resolving conflicts on the key, and count what
     happened. ``xmax = 0`` tells a freshly inserted row from an updated one. Unlike MERGE,
-    this waits for a key that another writer is inserting at the same time, then updates it."""
+    this waits for a key that another writer is inserting at the same time, then resolves
+    the conflict on it."""
     cols = column_list(columns)
     source = f"SELECT {column_list(columns, 's.')} FROM {quote_ident(stage)} AS s"
     if key and on_conflict == "update" and update_columns:
@@ -220,11 +228,7 @@ def insert_on_conflict(
             f"({column_list(update_columns, 'EXCLUDED.')})"
         )
         insert += f" ON CONFLICT ({column_list(key)}) DO UPDATE SET {assignments} WHERE {changed}"
-    return (
-        f"WITH written AS ({insert} RETURNING (t.xmax = 0) AS inserted) "
-        "SELECT count(*) FILTER (WHERE inserted) AS inserted, "
-        "count(*) FILTER (WHERE NOT inserted) AS updated FROM written"
-    )
+    return _counted(insert, "t.xmax = 0")
 
 
 def time_window(column: str, pg_type: str, first_param: int) -> str:

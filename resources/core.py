@@ -643,10 +643,9 @@ class _Writer:
             if key and self.plan.duplicates == "error":
                 # A keyed append may have no unique index to refuse a repeated key.
                 await self._refuse_repeated_keys()
-            row = await self.driver.fetchrow(
+            inserted, updated = await self._written(
                 _sql.insert_on_conflict(self.stage, self.target, self.columns, (), None, ())
             )
-            inserted, updated = int(row["inserted"]), int(row["updated"])
         return deleted, inserted, updated
 
     async def _upsert(self) -> tuple[int, int]:
@@ -665,8 +664,7 @@ class _Writer:
         if self.driver.get_server_version().major >= MERGE_RETURNING_SINCE:
             try:
                 async with self.driver.transaction():
-                    row = await self.driver.fetchrow(_sql.merge(*upsert, refuse_repeated=refuse))
-                return int(row["inserted"]), int(row["updated"])
+                    return await self._written(_sql.merge(*upsert, refuse_repeated=refuse))
             except (
                 asyncpg.CardinalityViolationError,
                 asyncpg.UniqueViolationError,
@@ -678,7 +676,12 @@ class _Writer:
                 pass
         if refuse:
             await self._refuse_repeated_keys()
-        row = await self.driver.fetchrow(_sql.insert_on_conflict(*upsert))
+        return await self._written(_sql.insert_on_conflict(*upsert))
+
+    async def _written(self, sql: str) -> tuple[int, int]:
+        """Run a statement built by ``_sql.merge`` or ``_sql.insert_on_conflict``; return
+        (inserted, updated)."""
+        row = await self.driver.fetchrow(sql)
         return int(row["inserted"]), int(row["updated"])
 
     def _update_columns(self) -> tuple[str, ...]:
