@@ -39,7 +39,21 @@ async def _limit_seconds(url: str, data: pd.DataFrame) -> float:
         await conn.close()
 
 
-def _upsert_seconds(postgres: PostgresResource, data: pd.DataFrame) -> float:
+def _upsert_seconds(
+    postgres: PostgresResource, db: Database, data: pd.DataFrame, *, fill: pd.DataFrame | None
+) -> float:
+    """The faster of two upserts of ``data``, each into a fresh table holding ``fill``: on a
+    shared machine one run can stall (the first also opens the pool's connection)."""
+    runs = []
+    for _ in range(2):
+        db.execute(f"DROP TABLE IF EXISTS {TABLE}; {DDL}")
+        if fill is not None:
+            _timed_upsert(postgres, fill)
+        runs.append(_timed_upsert(postgres, data))
+    return min(runs)
+
+
+def _timed_upsert(postgres: PostgresResource, data: pd.DataFrame) -> float:
     start = time.perf_counter()
     postgres.run(lambda conn: copy_upsert(conn, data, schema="public", table=TABLE, plan=PLAN))
     return time.perf_counter() - start
@@ -51,10 +65,11 @@ def test_upserts_stay_within_a_few_times_the_copy_limit(
     data = frame(ROWS)
     changed = frame(ROWS, seed=2, keys=data["id"].to_numpy())
     limit = min(asyncio.run(_limit_seconds(database_url, data)) for _ in range(2))
-    fresh = _upsert_seconds(postgres, data)
-    updates = _upsert_seconds(postgres, changed)
+    fresh = _upsert_seconds(postgres, db, data, fill=None)
+    updates = _upsert_seconds(postgres, db, changed, fill=data)
+    # The table holds `changed` now: sending it again, twice, must rewrite nothing.
     versions = db.fetch(f"SELECT sum(xmin::text::bigint) AS v FROM {TABLE}")
-    identical = _upsert_seconds(postgres, changed)
+    identical = min(_timed_upsert(postgres, changed) for _ in range(2))
     # Generous bounds: a Python loop over rows (the seed's method) is over 5x the limit.
     assert fresh / limit < 3, (fresh, limit)
     assert updates / limit < 8, (updates, limit)
