@@ -10,8 +10,11 @@ from .core import (
 )
 from .embedded import embedded_database_url
 from .errors import (
+    ConfigurationError,
+    ConnectionLostError,
     CopyUpsertError,
     DatabaseError,
+    DatabaseTimeoutError,
     FrameError,
     TableMismatchError,
     WritePlanError,
@@ -20,8 +23,11 @@ from .io_manager import PostgresUpsertIOManager
 from .resource import PostgresResource
 
 __all__ = [
+    "ConfigurationError",
+    "ConnectionLostError",
     "CopyUpsertError",
     "DatabaseError",
+    "DatabaseTimeoutError",
     "FrameError",
     "KeySlice",
     "PostgresResource",

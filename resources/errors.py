@@ -1,4 +1,4 @@
-"""Errors raised by dagster-copy-upsert.
+"""Errors raised by dagster-copy-upsert, and the one table that translates the driver's.
 
 Every error says what is wrong, which table, column or key it concerns, and what to do.
 A write that raises any of them has changed nothing in the target table.
@@ -7,12 +7,25 @@ Exception tree::
 
     CopyUpsertError
     ├── WritePlanError (ValueError)        an option or name the write was given is invalid
+    ├── ConfigurationError (ValueError)    the resource's configuration is invalid (its URL)
     ├── FrameError (ValueError)            the DataFrame cannot be written as it is
     ├── TableMismatchError                 the existing table does not fit the frame or plan
-    └── DatabaseError                      the database refused or lost the write
+    └── DatabaseError                      the database refused or lost the work
+        ├── DatabaseTimeoutError (TimeoutError)     a timeout ran out (client or server side)
+        └── ConnectionLostError (ConnectionError)   the connection broke mid-way
+
+:func:`translate` maps a driver error to one of these, by the table :data:`TRANSLATIONS`;
+when several entries match, the most specific class wins. The caller raises the result
+``from`` the driver's error, which so stays the ``__cause__``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
 
 
 class CopyUpsertError(Exception):
@@ -27,6 +40,10 @@ class WritePlanError(CopyUpsertError, ValueError):
     """An option (write_mode, conflict_target, ...) or a name is invalid."""
 
 
+class ConfigurationError(CopyUpsertError, ValueError):
+    """The resource's configuration is invalid: a database URL that cannot be used."""
+
+
 class FrameError(CopyUpsertError, ValueError):
     """The DataFrame cannot be written: NULL or duplicate keys, an unsupported dtype, ..."""
 
@@ -37,4 +54,163 @@ class TableMismatchError(CopyUpsertError):
 
 
 class DatabaseError(CopyUpsertError):
-    """PostgreSQL refused the write or the connection was lost; the transaction was rolled back."""
+    """PostgreSQL refused the work or the connection was lost; the transaction was rolled
+    back."""
+
+
+class DatabaseTimeoutError(DatabaseError, TimeoutError):
+    """A timeout ran out: the client's ``command_timeout``, or the server's
+    ``statement_timeout`` or ``lock_timeout``."""
+
+
+class ConnectionLostError(DatabaseError, ConnectionError):
+    """The connection to PostgreSQL broke (server restart, terminated backend, network)."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What was being done when an error happened, for its message: a ``"write"`` or a
+    ``"read"`` of ``table`` (``schema.table``)."""
+
+    action: Literal["write", "read"]
+    table: str
+    write_mode: str | None = None
+    retries: int = 0
+    # Whether the driver connection was closed when the error reached us.
+    connection_closed: bool = False
+
+    @property
+    def ing(self) -> str:
+        return "writing" if self.action == "write" else "reading"
+
+    @property
+    def nothing_done(self) -> str:
+        return "nothing was written" if self.action == "write" else "nothing was read"
+
+
+Translation = Callable[[BaseException, Operation], CopyUpsertError]
+
+
+def _lost(exc: BaseException, op: Operation) -> CopyUpsertError:
+    return ConnectionLostError(
+        f"lost the connection to PostgreSQL while {op.ing} {op.table} ({exc}); "
+        f"{op.nothing_done}: check that the server is up, then run again"
+    )
+
+
+def _interface(exc: BaseException, op: Operation) -> CopyUpsertError:
+    if op.connection_closed:
+        return _lost(exc, op)
+    return DatabaseError(f"the driver refused the {op.action} of {op.table}: {exc}")
+
+
+def _client_timeout(exc: BaseException, op: Operation) -> CopyUpsertError:
+    return DatabaseTimeoutError(
+        f"{op.ing} {op.table} timed out (the resource's command_timeout); {op.nothing_done}: "
+        "look for locks or a slow server, or raise the timeout"
+    )
+
+
+def _lock_timeout(exc: BaseException, op: Operation) -> CopyUpsertError:
+    return DatabaseTimeoutError(
+        f"waited longer than lock_timeout for a lock on {op.table} held by another session "
+        f"({exc}); {op.nothing_done}: find that session (pg_locks), or raise the resource's "
+        "lock_timeout"
+    )
+
+
+def _statement_timeout(exc: BaseException, op: Operation) -> CopyUpsertError:
+    return DatabaseTimeoutError(
+        f"a statement {op.ing} {op.table} ran longer than statement_timeout ({exc}); "
+        f"{op.nothing_done}: raise the resource's statement_timeout, or look for locks"
+    )
+
+
+def _conflict(exc: BaseException, op: Operation) -> CopyUpsertError:
+    kind = (
+        "deadlock" if isinstance(exc, asyncpg.DeadlockDetectedError) else "serialization conflict"
+    )
+    return DatabaseError(
+        f"{op.ing} {op.table} failed {op.retries + 1} times on a {kind} with another session "
+        f"({exc}); {op.nothing_done}: find the other writer, or raise the retries (inside a "
+        "transaction of your own at REPEATABLE READ or SERIALIZABLE, retry that whole "
+        "transaction instead)"
+    )
+
+
+def _unique(exc: BaseException, op: Operation) -> CopyUpsertError:
+    hint = (
+        "use write_mode 'upsert' with a conflict_target to update existing rows"
+        if op.write_mode == "append"
+        else "the frame's rows collide on another unique constraint than conflict_target"
+    )
+    constraint = getattr(exc, "constraint_name", None)
+    return FrameError(
+        f"unique constraint {constraint!r} of {op.table} refused a row ({exc}); {hint}"
+    )
+
+
+def _not_null(exc: BaseException, op: Operation) -> CopyUpsertError:
+    return TableMismatchError(
+        f"column {getattr(exc, 'column_name', None)!r} of table {op.table} is NOT NULL but "
+        f"would be NULL ({exc}); include it in the frame with values, or give it a default"
+    )
+
+
+def _privilege(exc: BaseException, op: Operation) -> CopyUpsertError:
+    return DatabaseError(
+        f"the database role may not {op.action} {op.table} ({exc}): grant it that privilege"
+        + (
+            ", or create the schema and table up front (see the README's 'Privileges')"
+            if op.action == "write"
+            else " (GRANT SELECT; see the README's 'Privileges')"
+        )
+    )
+
+
+def _bad_value(exc: BaseException, op: Operation) -> CopyUpsertError:
+    column = getattr(exc, "column_name", None)
+    where = f"column {column!r}: " if column else ""
+    return TableMismatchError(f"{where}table {op.table} refused the frame's values: {exc}")
+
+
+def _refused(exc: BaseException, op: Operation) -> CopyUpsertError:
+    return DatabaseError(f"PostgreSQL refused the {op.action} of {op.table}: {exc}")
+
+
+# Driver error class → translation. The most specific matching class wins (the earliest in
+# the error's MRO), so the order here does not matter.
+TRANSLATIONS: Sequence[tuple[type[BaseException], Translation]] = (
+    (OSError, _lost),
+    (ConnectionError, _lost),
+    (asyncpg.ConnectionDoesNotExistError, _lost),
+    (asyncpg.PostgresConnectionError, _lost),
+    (asyncpg.AdminShutdownError, _lost),
+    (asyncpg.CannotConnectNowError, _lost),
+    (asyncpg.CrashShutdownError, _lost),
+    (asyncpg.InterfaceError, _interface),
+    (TimeoutError, _client_timeout),
+    (asyncpg.LockNotAvailableError, _lock_timeout),
+    (asyncpg.QueryCanceledError, _statement_timeout),
+    (asyncpg.DeadlockDetectedError, _conflict),
+    (asyncpg.SerializationError, _conflict),
+    (asyncpg.UniqueViolationError, _unique),
+    (asyncpg.NotNullViolationError, _not_null),
+    (asyncpg.InsufficientPrivilegeError, _privilege),
+    (asyncpg.DataError, _bad_value),
+    (asyncpg.IntegrityConstraintViolationError, _bad_value),
+    (asyncpg.PostgresError, _refused),
+)
+
+
+def translate(exc: BaseException, operation: Operation) -> BaseException:
+    """The error to raise for ``exc``: this package's own as it is, a driver error as the
+    most specific entry of :data:`TRANSLATIONS` says, anything else unchanged."""
+    if isinstance(exc, CopyUpsertError):
+        return exc
+    mro = type(exc).__mro__
+    matches = [(cls, how) for cls, how in TRANSLATIONS if cls in mro]
+    if not matches:
+        return exc
+    _, how = min(matches, key=lambda match: mro.index(match[0]))
+    return how(exc, operation)

@@ -83,6 +83,16 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         ),
     )
 
+    exact_row_count: bool = Field(
+        default=False,
+        description=(
+            "Count the table's rows after every write for dagster/row_count, even when that "
+            "scans a large table. Off: the count is reported when it is free (a first write, "
+            "a full replace) or cheap (a table of at most 8 MB), and left out otherwise. An "
+            "asset's 'exact_row_count' metadata overrides it."
+        ),
+    )
+
     retries: int = Field(
         default=3,
         ge=0,
@@ -105,6 +115,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             plan = WritePlan.from_options(
                 **{key: metadata.get(key) for key in PLAN_KEYS},
                 schema_evolution=metadata.get("schema_evolution", self.schema_evolution),
+                exact_row_count=metadata.get("exact_row_count", self.exact_row_count),
             )
             schema, table = self._table(context, metadata)
             partition = _partition_slices(context, metadata)
@@ -129,8 +140,9 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             "dagster/column_schema": TableSchema(
                 columns=[TableColumn(name=name, type=pg_type) for name, pg_type in result.columns]
             ),
-            "dagster/row_count": result.row_count,
         }
+        if result.row_count is not None:
+            metadata_out["dagster/row_count"] = result.row_count
         if result.partition_row_count is not None:
             metadata_out["dagster/partition_row_count"] = result.partition_row_count
         context.add_output_metadata(

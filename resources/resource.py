@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from .embedded import DEFAULT_DATA_DIR, embedded_database_url
-from .errors import WritePlanError
+from .errors import ConfigurationError
 
 T = TypeVar("T")
 
@@ -251,11 +251,11 @@ def _asyncpg_url(raw: str) -> URL:
     try:
         url = make_url(raw)
     except ArgumentError as exc:
-        raise WritePlanError(
+        raise ConfigurationError(
             f"cannot parse the database URL {_masked(raw)!r}: use postgresql://user:password@host/db"
         ) from exc
     if url.drivername not in _POSTGRES_DRIVERS:
-        raise WritePlanError(
+        raise ConfigurationError(
             f"database URL scheme {url.drivername!r} is not PostgreSQL: use postgresql:// or "
             "postgresql+asyncpg://"
         )
@@ -290,7 +290,7 @@ def _tls_options(url: URL) -> tuple[URL, dict[str, Any]]:
         context = ssl.create_default_context(cafile=options.get("sslrootcert"))
         context.check_hostname = mode == "verify-full"
     else:
-        raise WritePlanError(
+        raise ConfigurationError(
             f"unknown sslmode {mode!r} in the database URL: use disable, allow, prefer, "
             "require, verify-ca or verify-full"
         )

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.run import PLAN, TABLE, frame
 from resources import PostgresResource, copy_upsert
+from tests.data import PLAN, TABLE, frame
 
 if __name__ == "__main__":
     postgres = PostgresResource(url=sys.argv[1], application_name="copy-upsert-killed")

@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from resources import PostgresResource, WritePlan, copy_upsert, read_table
-from resources._arrow import ROW_NUMBER_COLUMN
 from resources.errors import FrameError, TableMismatchError, WritePlanError
+from resources.frame import ROW_NUMBER_COLUMN
 
 from .conftest import Database
 

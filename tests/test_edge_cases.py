@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from resources import (
+    ConfigurationError,
     DatabaseError,
     FrameError,
     PostgresResource,
@@ -20,10 +21,12 @@ from resources import (
     TimeWindowSlice,
     WritePlan,
     WritePlanError,
-    _arrow,
     copy_upsert,
+    read,
     read_table,
 )
+from resources.catalog import Column
+from resources.types import PgType
 
 from .conftest import Database
 
@@ -239,7 +242,7 @@ def test_too_long_text_names_its_column(postgres: PostgresResource, db: Database
 def test_a_bad_url_fails_the_same_way_every_time() -> None:
     resource = PostgresResource(url="mysql://u:pw@h/db")
     for _ in range(2):
-        with pytest.raises(WritePlanError, match="not PostgreSQL"):
+        with pytest.raises(ConfigurationError, match="not PostgreSQL"):
             resource.run(lambda conn: asyncio.sleep(0))
     resource.dispose()
 
@@ -418,9 +421,14 @@ def test_csv_pieces_are_cut_only_between_rows(
 ) -> None:
     """Fed a few bytes at a time, the decoder cuts pieces only at line ends outside quotes,
     whatever the quotes, doubled quotes and line breaks around them."""
-    monkeypatch.setattr(_arrow, "CSV_PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(read, "CSV_PIECE_BYTES", piece_bytes)
     data = b'1,"a\nb"\n2,"say ""hi""\r\n"\n3,\n4,""\n5,"x,\ny"\n6,plain\n'
-    decoder = _arrow.CsvDecoder({"id": ("bigint", True), "note": ("text", False)})
+    decoder = read.CsvDecoder(
+        {
+            "id": Column("id", PgType("int8"), not_null=True),
+            "note": Column("note", PgType("text")),
+        }
+    )
 
     async def decode() -> pd.DataFrame:
         for start in range(0, len(data), 3):

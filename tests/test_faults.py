@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from benchmarks.run import PLAN, TABLE, frame
 from resources import DatabaseError, PostgresResource, WritePlan, copy_upsert
 
 from .conftest import Database
+from .data import PLAN, TABLE, frame
 
 ROOT = Path(__file__).resolve().parents[1]
 VICTIM = "copy-upsert-victim"

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
-import resources.core
-from benchmarks.run import DDL, PLAN, TABLE, frame
+import resources.write
 from resources import PostgresResource, copy_upsert
-from resources._arrow import prepare_frame
+from resources.frame import prepare_frame
 
 from .conftest import Database
+from .data import DDL, PLAN, TABLE, frame
 from .helpers import frame_asset, run_assets
 
 ROWS = 100_000
@@ -26,7 +26,7 @@ ROWS = 100_000
 async def _limit_seconds(url: str, data: pd.DataFrame) -> float:
     """Stream pre-encoded binary COPY data into an empty table with the same primary key:
     what the server needs with no client work at all."""
-    payload = b"".join(chunk for _, chunk in prepare_frame(data).binary_copy_chunks())
+    payload = b"".join(chunk for _, chunk in prepare_frame(data, PLAN).binary_copy_chunks())
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {TABLE}; {DDL}")
@@ -80,7 +80,7 @@ def test_upserts_stay_within_a_few_times_the_copy_limit(
 def test_long_loads_report_progress(
     postgres: PostgresResource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(resources.core, "PROGRESS_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(resources.write, "PROGRESS_EVERY_SECONDS", 0.0)
     data = frame(200_000)
     meta = {"conflict_target": "id"}
     with DagsterInstance.ephemeral() as instance:

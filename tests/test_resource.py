@@ -10,7 +10,7 @@ import pytest
 from dagster import DagsterInstance, execute_job, reconstructable
 from sqlalchemy import text
 
-from resources import PostgresResource, WritePlanError
+from resources import ConfigurationError, PostgresResource
 
 from . import multiprocess_defs
 from .conftest import Database
@@ -42,7 +42,7 @@ def test_unix_socket_urls_work(database_url: str) -> None:
 
 
 def test_other_databases_are_refused() -> None:
-    with pytest.raises(WritePlanError, match="not PostgreSQL"):
+    with pytest.raises(ConfigurationError, match="not PostgreSQL"):
         PostgresResource(url="mysql://u:pw@h/db").database_url()
 
 

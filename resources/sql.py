@@ -1,14 +1,17 @@
 """SQL text for the COPY-upsert, built in small functions from quoted identifiers.
 
 Nothing here pastes a value into SQL: values travel as bind parameters ($1, $2, ...).
-Types come from PostgreSQL's own catalog (format_type) or from the encoder's fixed list.
+Type names come from PostgreSQL's own format_type() or from the encoder's fixed list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from .errors import WritePlanError
+from .errors import TableMismatchError, WritePlanError
+from .options import PartitionSlice, TimeWindowSlice
+from .types import PgType, read_type, time_window_type
 
 # NAMEDATALEN - 1: PostgreSQL silently truncates longer identifiers, which would make two
 # long column names collide or point a write at the wrong table.
@@ -40,6 +43,7 @@ def column_list(columns: Sequence[str], prefix: str = "") -> str:
 def create_table(
     target: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str]
 ) -> str:
+    """CREATE TABLE IF NOT EXISTS with the columns and a primary key."""
     definitions = [f"{quote_ident(name)} {pg_type}" for name, pg_type in columns]
     if primary_key:
         definitions.append(f"PRIMARY KEY ({column_list(primary_key)})")
@@ -105,12 +109,69 @@ def delete_all(target: str, where: str | None) -> str:
     return f"DELETE FROM {target} AS t" + (f" WHERE {where}" if where else "")
 
 
-def insert_in_key_order(stage: str, target: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    cols = column_list(columns)
-    return (
-        f"INSERT INTO {target} ({cols}) SELECT {column_list(columns, 's.')} "
-        f"FROM {quote_ident(stage)} AS s ORDER BY {column_list(key, 's.')}"
+def insert_from_stage(
+    stage: str, target: str, columns: Sequence[str], order_by: Sequence[str] = ()
+) -> str:
+    """INSERT the staged rows as they are, in key order when ``order_by`` names the key."""
+    statement = (
+        f"INSERT INTO {target} ({column_list(columns)}) SELECT {column_list(columns, 's.')} "
+        f"FROM {quote_ident(stage)} AS s"
     )
+    if order_by:
+        statement += f" ORDER BY {column_list(order_by, 's.')}"
+    return statement
+
+
+def add_columns(target: str, columns: Sequence[tuple[str, str]]) -> str:
+    """One ALTER TABLE adding the columns; a column another writer added meanwhile is kept."""
+    clauses = ", ".join(
+        f"ADD COLUMN IF NOT EXISTS {quote_ident(name)} {pg_type}" for name, pg_type in columns
+    )
+    return f"ALTER TABLE {target} {clauses}"
+
+
+def too_long(stage: str, column: str) -> str:
+    """A staged value of ``column`` longer than ``$1`` characters, if any."""
+    col = quote_ident(column)
+    return f"SELECT {col} FROM {quote_ident(stage)} WHERE char_length({col}) > $1 LIMIT 1"
+
+
+def outside_partition(stage: str, columns: Sequence[str], where: str) -> str:
+    """The partition columns of one staged row outside the partition, if any."""
+    return (
+        f"SELECT {column_list(columns, 't.')} FROM {quote_ident(stage)} AS t "
+        f"WHERE ({where}) IS NOT TRUE LIMIT 1"
+    )
+
+
+def stored_in_other_partition(stage: str, target: str, key: Sequence[str], where: str) -> str:
+    """One staged key whose stored row lies outside the partition, if any."""
+    return (
+        f"SELECT {column_list(key, 's.')} FROM {quote_ident(stage)} AS s "
+        f"JOIN {target} AS t ON {key_match(key, 's', 't')} WHERE ({where}) IS NOT TRUE LIMIT 1"
+    )
+
+
+def count_rows(target: str, where: str | None) -> str:
+    return f"SELECT count(*) FROM {target} AS t" + (f" WHERE {where}" if where else "")
+
+
+def prepare_stage(
+    stage: str,
+    columns: Sequence[tuple[str, str]],
+    *,
+    create: bool,
+    clear: bool,
+    evict: Sequence[str] = (),
+) -> str:
+    """One script (no parameters) that drops evicted stages, creates the stage and empties
+    it, as asked."""
+    statements = [f"DROP TABLE IF EXISTS {quote_ident(name)}" for name in evict]
+    if create:
+        statements.append(create_stage(stage, columns))
+    if clear:
+        statements.append(f"DELETE FROM {quote_ident(stage)}")
+    return "; ".join(statements)
 
 
 def merge(
@@ -231,29 +292,58 @@ def insert_on_conflict(
     return _counted(insert, "t.xmax = 0")
 
 
-def time_window(column: str, pg_type: str, first_param: int) -> str:
-    """Rows of a time window [start, end), its bounds passed as ISO text parameters."""
-    col = f"t.{quote_ident(column)}"
-    start, end = f"${first_param}", f"${first_param + 1}"
-    return f"{col} >= CAST({start}::text AS {pg_type}) AND {col} < CAST({end}::text AS {pg_type})"
+def partition_filter(
+    partition: Sequence[PartitionSlice], types: Mapping[str, PgType]
+) -> tuple[str | None, list[Any]]:
+    """SQL (on alias ``t``) selecting the partition's rows, and its parameters: a time window
+    [start, end) as two ISO text parameters, a set of keys as one text array.
+
+    Raises:
+        TableMismatchError: a partition column is not in the table.
+        WritePlanError: a time-window column is not a date or timestamp.
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for part in partition:
+        pg_type = types.get(part.column)
+        if pg_type is None:
+            raise TableMismatchError(f"partition_expr column {part.column!r} is not in the table")
+        col = f"t.{quote_ident(part.column)}"
+        first = len(params) + 1
+        if isinstance(part, TimeWindowSlice):
+            if not time_window_type(pg_type):
+                raise WritePlanError(
+                    f"partition_expr column {part.column!r} is {pg_type}; a time-window "
+                    "partition needs a date or timestamp column"
+                )
+            cast = str(pg_type)
+            start, end = f"CAST(${first}::text AS {cast})", f"CAST(${first + 1}::text AS {cast})"
+            clauses.append(f"{col} >= {start} AND {col} < {end}")
+            params += [part.start.isoformat(), part.end.isoformat()]
+        else:
+            clauses.append(f"{col} = ANY(CAST(${first}::text[] AS {pg_type}[]))")
+            params.append(list(part.keys))
+    return (" AND ".join(f"({c})" for c in clauses) or None), params
 
 
-def key_set(column: str, pg_type: str, param: int) -> str:
-    """Rows whose column is one of a set of keys, passed as one text-array parameter."""
-    return f"t.{quote_ident(column)} = ANY(CAST(${param}::text[] AS {pg_type}[]))"
+def read_select(columns: Sequence[tuple[str, PgType]]) -> str:
+    """The select list of a read: each column as ``types.read_type`` says it travels in
+    ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``, named as the column."""
+    parts = []
+    for name, pg_type in columns:
+        col = f"t.{quote_ident(name)}"
+        select = read_type(pg_type).select
+        parts.append(
+            col if select == "{}" else f"{select.replace('{}', col)} AS {quote_ident(name)}"
+        )
+    return ", ".join(parts)
 
 
-def read_expression(column: str, pg_type: str) -> str:
-    """How a column travels in ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` so that
-    _arrow.CsvDecoder can decode it exactly."""
-    col = f"t.{quote_ident(column)}"
-    if pg_type == "interval":
-        # Microseconds (a month counts 30 days, as PostgreSQL's own epoch does).
-        col = f"(extract(epoch FROM {col}) * 1000000)::bigint"
-    elif pg_type == "bytea":
-        col = f"encode({col}, 'hex')"
-    elif pg_type.endswith("[]"):
-        col = f"to_json({col})"
-    else:
-        return col
-    return f"{col} AS {quote_ident(column)}"
+def is_empty(target: str) -> str:
+    """Whether the table holds no row (it walks dead rows until it finds a live one)."""
+    return f"SELECT NOT EXISTS (SELECT FROM {target})"
+
+
+def cast_probe(stage: str, column: str, pg_type: str) -> str:
+    """Cast every staged value of ``column`` to ``pg_type``, to find which column fails."""
+    return f"SELECT count(CAST({quote_ident(column)} AS {pg_type})) FROM {quote_ident(stage)}"

@@ -1,0 +1,293 @@
+"""The frame side of a write: a pandas DataFrame checked against the options, its Arrow
+schema and the PostgreSQL type of each column, and its binary COPY data, chunk by chunk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pgpq import ArrowToPostgresBinaryEncoder
+from pgpq.encoders import LargeStringEncoderBuilder
+from pgpq.schema import Jsonb
+
+from . import sql
+from .errors import FrameError, WritePlanError
+from .options import PartitionSlice, WritePlan
+from .types import PgType, frame_type
+
+# Rows converted and encoded at a time: big enough that per-chunk overhead vanishes, small
+# enough that the encoded chunk (a few MB) is all the memory the COPY adds to the frame.
+ROWS_PER_CHUNK = 65_536
+
+# The staging table's extra column numbering the frame's rows, for duplicates="keep_first"
+# and "keep_last". A frame may not have a column of this name.
+ROW_NUMBER_COLUMN = "copy_upsert_row_number"
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A checked DataFrame (string column labels), the Arrow schema it is encoded with and
+    the PostgreSQL type each column has in that encoding. Nothing is converted until
+    :meth:`binary_copy_chunks` is iterated."""
+
+    frame: pd.DataFrame
+    schema: pa.Schema
+    types: Mapping[str, PgType]
+    # Columns NULL in every row: their values carry no type, so any column type takes them.
+    null_columns: frozenset[str]
+    # Columns of dicts and lists, sent as JSON text.
+    json_columns: frozenset[str]
+    # The rows are already in the order of a one-column key (a scan, no copy).
+    in_key_order: bool = False
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The column names, in the frame's order."""
+        return tuple(self.types)
+
+    @property
+    def rows(self) -> int:
+        """The number of rows."""
+        return len(self.frame)
+
+    def batches(
+        self, rows_per_chunk: int = ROWS_PER_CHUNK, *, numbered: bool = False
+    ) -> Iterator[pa.RecordBatch]:
+        """Convert the frame to Arrow one chunk of rows at a time, so that no second full copy
+        of the data is ever held. ``numbered`` appends :data:`ROW_NUMBER_COLUMN`, each row's
+        position in the frame."""
+        schema = self._copy_schema(numbered)
+        for start in range(0, len(self.frame), rows_per_chunk):
+            chunk = self.frame.iloc[start : start + rows_per_chunk]
+            arrays = [
+                _column_to_arrow(chunk.iloc[:, i], field, field.name in self.json_columns)
+                for i, field in enumerate(self.schema)
+            ]
+            if numbered:
+                arrays.append(pa.array(np.arange(start, start + len(chunk), dtype=np.int64)))
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def _copy_schema(self, numbered: bool) -> pa.Schema:
+        if not numbered:
+            return self.schema
+        return self.schema.append(pa.field(ROW_NUMBER_COLUMN, pa.int64()))
+
+    def binary_copy_chunks(
+        self, rows_per_chunk: int = ROWS_PER_CHUNK, *, numbered: bool = False
+    ) -> Iterator[tuple[int, bytes]]:
+        """The frame as PostgreSQL binary COPY data, a chunk at a time, each with the number
+        of rows it holds."""
+        encoder = _encoder(self._copy_schema(numbered), self.json_columns)
+        yield 0, encoder.write_header()
+        for batch in self.batches(rows_per_chunk, numbered=numbered):
+            yield batch.num_rows, encoder.write_batch(batch)
+        yield 0, encoder.finish()
+
+
+def prepare_frame(
+    frame: pd.DataFrame, plan: WritePlan, partition: Sequence[PartitionSlice] = ()
+) -> PreparedFrame:
+    """Check the frame against the plan, and choose the Arrow type of every column and the
+    PostgreSQL type its binary encoding carries, without converting the data yet. Duplicate
+    keys are found on the server, so that no index of the keys is held in memory.
+
+    Raises:
+        FrameError: not a DataFrame, repeated or reserved column names, NULL keys, a dtype
+            that cannot be stored.
+        WritePlanError: an option names a column the frame lacks, or a name PostgreSQL
+            cannot hold.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise FrameError(
+            f"expected a pandas DataFrame, got {type(frame).__name__}: return a DataFrame "
+            "from the asset"
+        )
+    frame = _checked_labels(frame, plan, partition)
+    fields: list[pa.Field] = []
+    types: dict[str, PgType] = {}
+    null_columns: set[str] = set()
+    json_columns: set[str] = set()
+    for i, name in enumerate(frame.columns):
+        column = frame.iloc[:, i]
+        if _holds_json(column):
+            fields.append(pa.field(name, pa.large_string()))
+            types[name] = PgType("jsonb")
+            json_columns.add(name)
+            continue
+        inferred = _inferred_type(name, column)
+        if pa.types.is_null(inferred):
+            null_columns.add(name)
+        fields.append(pa.field(name, _encodable_type(name, column, inferred)))
+        if isinstance(inferred, pa.UuidType):
+            # The binary format of uuid is its 16 bytes, as pgpq writes fixed-size binary.
+            types[name] = PgType("uuid")
+    schema = pa.schema(fields)
+    try:
+        encoded = _encoder(schema, frozenset(json_columns)).schema().columns
+    except Exception as exc:
+        raise FrameError(f"cannot encode the frame for COPY: {exc}") from exc
+    for field, encoded_column in zip(schema, encoded, strict=True):
+        if field.name not in types:
+            types[field.name] = _pg_type(field, encoded_column.data_type.ddl())
+    key = plan.conflict_target
+    return PreparedFrame(
+        frame=frame,
+        schema=schema,
+        types={field.name: types[field.name] for field in schema},
+        null_columns=frozenset(null_columns),
+        json_columns=frozenset(json_columns),
+        in_key_order=len(key) == 1 and bool(frame[key[0]].is_monotonic_increasing),
+    )
+
+
+def _checked_labels(
+    frame: pd.DataFrame, plan: WritePlan, partition: Sequence[PartitionSlice]
+) -> pd.DataFrame:
+    """The frame with string labels, checked against the plan's columns."""
+    names = [str(label) for label in frame.columns]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise FrameError(f"column names {repeated} appear more than once: rename them")
+    for name in names:
+        sql.quote_ident(name)
+    if names != list(frame.columns):
+        frame = frame.set_axis(names, axis="columns")
+    _require_columns(names, "conflict_target", plan.conflict_target)
+    _require_columns(names, "update_columns", plan.update_columns or ())
+    _require_columns(names, "partition_expr", [s.column for s in partition])
+    for column in plan.conflict_target:
+        nulls = int(frame[column].isna().sum())
+        if nulls:
+            raise FrameError(
+                f"conflict_target column {column!r} has {nulls} NULL value(s); a key cannot be "
+                "NULL: fill or drop those rows"
+            )
+    if plan.conflict_target and plan.duplicates != "error" and ROW_NUMBER_COLUMN in names:
+        raise FrameError(
+            f"column name {ROW_NUMBER_COLUMN!r} is reserved for resolving duplicate keys: "
+            "rename the column"
+        )
+    return frame
+
+
+def _require_columns(names: Sequence[str], option: str, wanted: Iterable[str]) -> None:
+    missing = [column for column in wanted if column not in names]
+    if missing:
+        raise WritePlanError(
+            f"{option} names column(s) {missing} that the frame does not have; "
+            f"the frame's columns are {list(names)}"
+        )
+
+
+def _encoder(schema: pa.Schema, json_columns: frozenset[str]) -> ArrowToPostgresBinaryEncoder:
+    if not json_columns:
+        return ArrowToPostgresBinaryEncoder(schema)
+    builders = {
+        field.name: LargeStringEncoderBuilder.new_with_output(field, Jsonb())
+        if field.name in json_columns
+        else ArrowToPostgresBinaryEncoder.infer_encoder(field)
+        for field in schema
+    }
+    return ArrowToPostgresBinaryEncoder.new_with_encoders(schema, builders)
+
+
+def _holds_json(column: pd.Series) -> bool:
+    """An object column whose values are dicts or lists: stored as jsonb."""
+    if column.dtype != object:
+        return False
+    present = column.notna().to_numpy()
+    # By position: the index may repeat labels.
+    return bool(present.any()) and isinstance(column.iloc[int(present.argmax())], dict | list)
+
+
+def _inferred_type(name: str, column: pd.Series) -> pa.DataType:
+    try:
+        inferred = pa.Schema.from_pandas(column.to_frame(name=name), preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise FrameError(
+            f"column {name!r} has dtype {column.dtype}, whose values cannot be stored ({exc}): "
+            "convert the column to a supported dtype (see the README's type table)"
+        ) from exc
+    return inferred.field(0).type
+
+
+def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa.DataType:
+    """The closest type PostgreSQL's binary format (through pgpq) can carry."""
+    if isinstance(arrow_type, pa.ExtensionType):
+        return _encodable_type(name, column, arrow_type.storage_type)
+    if pa.types.is_dictionary(arrow_type):
+        return _encodable_type(name, column, arrow_type.value_type)
+    if pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
+        # PostgreSQL keeps microseconds; finer digits are rounded down (see the README).
+        return pa.timestamp("us", tz=arrow_type.tz)
+    if pa.types.is_duration(arrow_type) and arrow_type.unit == "ns":
+        return pa.duration("us")
+    if pa.types.is_date64(arrow_type):
+        return pa.date32()
+    if pa.types.is_float16(arrow_type):
+        return pa.float32()
+    if pa.types.is_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        return pa.large_string()
+    if pa.types.is_null(arrow_type):
+        # Every value is NULL, so the encoded type never reaches the wire.
+        return pa.large_string()
+    return arrow_type
+
+
+def _pg_type(field: pa.Field, encoded_as: str | None) -> PgType:
+    if encoded_as is None or encoded_as.startswith("userdefined"):
+        raise FrameError(
+            f"column {field.name!r} has Arrow type {field.type}, which cannot be stored: "
+            "convert the column to a supported dtype (see the README's type table)"
+        )
+    zoned = pa.types.is_timestamp(field.type) and field.type.tz is not None
+    return frame_type(encoded_as, zoned=zoned)
+
+
+def _column_to_arrow(column: pd.Series, field: pa.Field, as_json: bool) -> pa.Array:
+    try:
+        if as_json:
+            array = pa.array(
+                [None if _missing(v) else json.dumps(v) for v in column], type=pa.large_string()
+            )
+        else:
+            array = pa.array(column, from_pandas=True)
+        if isinstance(array.type, pa.ExtensionType):
+            array = array.storage
+        if pa.types.is_dictionary(array.type):
+            array = array.dictionary_decode()
+        if pa.types.is_timestamp(array.type) and array.type.unit == "ns":
+            # Round down to whole microseconds, before and after 1970 alike.
+            array = pc.floor_temporal(array, unit="microsecond")
+        if array.type != field.type:
+            array = pc.cast(
+                array,
+                options=pc.CastOptions(target_type=field.type, allow_time_truncate=True),
+            )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as exc:
+        raise FrameError(
+            f"column {field.name!r} (dtype {column.dtype}) holds a value that cannot be stored "
+            f"as {field.type}: {exc}"
+        ) from exc
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if (
+        pa.types.is_large_string(array.type)
+        and not as_json
+        and pc.any(pc.match_substring(array, "\x00")).as_py()
+    ):
+        raise FrameError(
+            f"column {field.name!r} holds text with a NUL byte (\\x00), which PostgreSQL text "
+            "cannot store: remove it, or store the column as bytes"
+        )
+    return array
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, dict | list) and bool(pd.isna(value)))

@@ -1,0 +1,489 @@
+"""The write planner: a pure function from (options, catalog facts, frame facts) to the steps
+of a write. No I/O: every decision a write makes is taken here, as data a test can read, and
+:mod:`resources.write` only carries the steps out.
+
+A write with rows takes one of two paths:
+
+- **direct:** binary COPY straight into the table, when no row can conflict and nothing needs
+  checking first (no partition, every column of exactly the table's type, no column to add):
+  a write without a key, or the first write of an empty keyed table from a frame already in
+  key order (a repeated key, refused by the key's index, falls back to the staged path);
+- **staged:** COPY into a session-local staging table, resolve repeated keys, check lengths
+  and partitions, add missing columns (only now, so that the exclusive lock covers only the
+  merge), delete for ``replace``, then merge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from . import sql
+from .catalog import STAGE_PREFIX, Catalog, Column, TableFacts
+from .errors import TableMismatchError
+from .frame import ROW_NUMBER_COLUMN, PreparedFrame
+from .options import PartitionSlice, WritePlan
+from .types import Fit, fit
+
+# The first PostgreSQL whose MERGE has RETURNING, which counts inserted and updated rows.
+MERGE_RETURNING_SINCE = 17
+# Staged rows from which the stage is analyzed before the merge: without fresh statistics
+# the planner probes the target's index row by row for a large stage; with them it hashes.
+ANALYZE_FROM_ROWS = 10_000
+# A table this small is probed for emptiness (an empty keyed table is filled with a plain
+# INSERT in key order); a larger one may hold only dead rows, which the probe would walk.
+PROBE_EMPTY_UP_TO_BYTES = 1 << 20
+# A table this small is counted after the write (the count costs less than a millisecond
+# per MB); a larger one only with ``exact_row_count``.
+COUNT_ROWS_UP_TO_BYTES = 8 << 20
+# Staging tables a session keeps. PostgreSQL empties every ON COMMIT DELETE ROWS table of
+# the session at each commit, so a session that wrote hundreds of tables would pay for all
+# of them; beyond this many the oldest is dropped.
+MAX_STAGES = 8
+
+RELATION_KINDS = {
+    "v": "a view",
+    "m": "a materialized view",
+    "f": "a foreign table",
+    "p": "a partitioned table (native partitioning is not supported yet)",
+    "i": "an index",
+    "S": "a sequence",
+    "c": "a composite type",
+}
+
+
+# ---- steps --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateTable:
+    """Create the schema if it is missing, then the table, typed from the frame, with a
+    primary key on the conflict target. Parallel creators take turns on an advisory lock."""
+
+    schema: str
+    columns: tuple[tuple[str, str], ...]
+    primary_key: tuple[str, ...]
+    # CREATE SCHEMA needs the CREATE privilege on the database even with IF NOT EXISTS.
+    create_schema: bool = True
+
+
+@dataclass(frozen=True)
+class PrepareStage:
+    """Make the staging table ready: drop ``evict`` (the session's oldest stages), create
+    ``name`` unless the session has it, and empty it when ``clear`` (an earlier write in the
+    caller's still open transaction may have left rows)."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    create: bool
+    clear: bool
+    evict: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CopyFrame:
+    """Binary COPY of the frame into ``table`` (the stage, or the target itself), with each
+    row's position in the frame when ``numbered``; ``analyze`` the stage afterwards."""
+
+    into: Literal["stage", "target"]
+    numbered: bool = False
+    analyze: bool = False
+
+
+@dataclass(frozen=True)
+class KeepOnePerKey:
+    """Delete every staged copy of a key but the first (or the last) in the frame."""
+
+    keep_last: bool
+
+
+@dataclass(frozen=True)
+class CheckLengths:
+    """Refuse staged text longer than a varchar(n) column holds (it would be trimmed)."""
+
+    limits: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class CheckRowsInPartition:
+    """Refuse staged rows outside the partition being written."""
+
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CheckKeysInPartition:
+    """Refuse a staged key stored in another partition: the merge would move its row."""
+
+
+@dataclass(frozen=True)
+class RefuseRepeatedKeys:
+    """Refuse a key staged more than once, naming one, how many and in how many rows."""
+
+
+@dataclass(frozen=True)
+class AddColumns:
+    """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` for frame columns the table lacks."""
+
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete the table's rows (those of the partition only, when ``partitioned``), or with
+    ``missing_only`` only those whose key is not staged."""
+
+    partitioned: bool
+    missing_only: bool = False
+
+
+@dataclass(frozen=True)
+class Insert:
+    """INSERT the staged rows as they are (in key order when ``in_key_order``)."""
+
+    in_key_order: bool = False
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Insert or update the staged rows by key: with ``MERGE`` or ``INSERT ... ON
+    CONFLICT``. ``refuse_repeated`` makes the MERGE fail on a key staged twice."""
+
+    statement: Literal["merge", "on_conflict"]
+    on_conflict: Literal["update", "nothing"]
+    update_columns: tuple[str, ...]
+    refuse_repeated: bool = False
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Run ``steps`` in a savepoint; when the server refuses them with one of ``unless``
+    (SQLSTATE condition names), roll back to the savepoint and run ``otherwise`` instead."""
+
+    steps: tuple[Step, ...]
+    unless: tuple[str, ...]
+    otherwise: tuple[Step, ...]
+
+
+Step = (
+    CreateTable
+    | PrepareStage
+    | CopyFrame
+    | KeepOnePerKey
+    | CheckLengths
+    | CheckRowsInPartition
+    | CheckKeysInPartition
+    | RefuseRepeatedKeys
+    | AddColumns
+    | Delete
+    | Insert
+    | Merge
+    | Attempt
+)
+
+# How a count in the result is known: from the write's own counts, by counting, or not at all.
+RowCount = Literal["inserted", "staged", "count", "unknown"]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A planned write. ``stage`` is the staging table's name ("" on the direct path),
+    ``where``/``params`` the partition filter on alias ``t``, ``casts`` the (column, staged
+    type, table type) triples the merge casts (to name the column a cast fails on),
+    ``row_count``/``partition_row_count`` how the result's counts are known, ``columns``
+    the table's (name, type) pairs after the write."""
+
+    steps: tuple[Step, ...]
+    columns: tuple[str, ...]
+    stage: str = ""
+    where: str | None = None
+    params: tuple[Any, ...] = ()
+    casts: tuple[tuple[str, str, str], ...] = ()
+    row_count: RowCount = "unknown"
+    partition_row_count: RowCount | None = None
+    table_columns: tuple[tuple[str, str], ...] = field(default=())
+
+
+# ---- planning -----------------------------------------------------------------------------------
+
+
+def table_to_create(
+    options: WritePlan, frame: PreparedFrame, schema: str, catalog: Catalog
+) -> CreateTable:
+    """The table a first write creates: the frame's columns and types, the key as primary
+    key; and its schema, unless the catalog has it."""
+    return CreateTable(
+        schema=schema,
+        columns=tuple((name, str(t)) for name, t in frame.types.items()),
+        primary_key=options.conflict_target,
+        create_schema=not catalog.schema_exists,
+    )
+
+
+def needs_empty_probe(options: WritePlan, table: TableFacts, frame: PreparedFrame) -> bool:
+    """Whether knowing that the table is empty would change the plan, and the probe is
+    cheap: only a keyed upsert or replace of a small table takes a faster path when empty."""
+    keyed = bool(options.conflict_target) and options.write_mode != "append"
+    return keyed and frame.rows > 0 and table.size_bytes <= PROBE_EMPTY_UP_TO_BYTES
+
+
+def plan_write(
+    options: WritePlan,
+    catalog: Catalog,
+    frame: PreparedFrame,
+    *,
+    name: str,
+    partition: Sequence[PartitionSlice] = (),
+    empty: bool = False,
+    nested: bool = False,
+) -> Steps:
+    """The steps that write ``frame`` into the table ``catalog`` describes, as ``options``
+    say. ``name`` is the table's ``schema.table`` for messages; ``empty`` whether the table
+    is known to hold no row; ``nested`` whether the write runs inside a caller's
+    transaction.
+
+    Raises:
+        TableMismatchError, WritePlanError: the table cannot take the frame as planned.
+    """
+    table = catalog.table
+    if table is None:
+        raise TableMismatchError(f"table {name} does not exist")
+    _check_relation(table, name)
+    stored = table.columns
+    key = options.conflict_target
+    keyed_merge = bool(key) and options.write_mode != "append"
+    if keyed_merge:
+        _check_unique_key(table, key, name)
+    missing = tuple(c for c in frame.columns if c not in stored)
+    if missing and options.schema_evolution == "strict":
+        raise TableMismatchError(
+            f"columns {list(missing)} of the frame are not in table {name} "
+            f"(which has {list(stored)}) and schema_evolution is 'strict': add them to "
+            "the table, drop them from the frame, or set schema_evolution to 'add_columns'"
+        )
+    fits = _fits(frame, stored, name)
+    added = tuple((c, str(frame.types[c])) for c in missing)
+    types = {c: col.type for c, col in stored.items()} | {c: frame.types[c] for c in missing}
+    where, params = sql.partition_filter(partition, types)
+    table_columns = tuple((c, col.type.display) for c, col in stored.items()) + added
+    counts = _row_counts(options, table, partition, empty, frame.rows)
+
+    planned = Steps(
+        (),
+        frame.columns,
+        where=where,
+        params=tuple(params),
+        row_count=counts[0],
+        partition_row_count=counts[1],
+        table_columns=table_columns,
+    )
+    if frame.rows == 0:
+        # An empty frame changes nothing, whatever the mode: an upstream that returned no
+        # rows must not empty the table.
+        return planned
+
+    exact = all(f is Fit.EXACT for f in fits.values()) and not missing
+    direct_ok = not partition and exact
+    stage_columns = _stage_columns(frame, stored, options)
+    stage = stage_name(stage_columns)
+    staged = _staged_steps(
+        options, frame, catalog, stage, stage_columns, fits, added, partition, empty, nested
+    )
+    casts = tuple(
+        (c, str(frame.types[c]), str(stored[c].type)) for c, f in fits.items() if f is not Fit.EXACT
+    )
+    if direct_ok and not key:
+        emptied = options.write_mode == "replace" and not empty
+        steps: tuple[Step, ...] = (
+            *((Delete(partitioned=False),) if emptied else ()),
+            CopyFrame("target"),
+        )
+        return replace(planned, steps=steps)
+    if direct_ok and keyed_merge and empty and frame.in_key_order:
+        # The key's index refuses a repeated key; the staged path then resolves or names it.
+        staged = (Attempt((CopyFrame("target"),), ("unique_violation",), staged),)
+    return replace(planned, steps=staged, stage=stage, casts=casts)
+
+
+def _staged_steps(
+    options: WritePlan,
+    frame: PreparedFrame,
+    catalog: Catalog,
+    stage: str,
+    stage_columns: tuple[tuple[str, str], ...],
+    fits: Mapping[str, Fit],
+    added: tuple[tuple[str, str], ...],
+    partition: Sequence[PartitionSlice],
+    empty: bool,
+    nested: bool,
+) -> tuple[Step, ...]:
+    key = options.conflict_target
+    keyed_merge = bool(key) and options.write_mode != "append"
+    numbered = _numbered(options)
+    exists = stage in catalog.stages
+    kept = [s for s in catalog.stages if s != stage]
+    evict = tuple(kept[: max(0, len(kept) - MAX_STAGES + 1)]) if not exists else ()
+    steps: list[Step] = [
+        PrepareStage(stage, stage_columns, create=not exists, clear=nested, evict=evict),
+        CopyFrame("stage", numbered=numbered, analyze=frame.rows >= ANALYZE_FROM_ROWS),
+    ]
+    if numbered:
+        steps.append(KeepOnePerKey(keep_last=options.duplicates == "keep_last"))
+    limits = tuple(
+        (c, catalog.table.columns[c].type.varchar_length or 0)  # type: ignore[union-attr]
+        for c, f in fits.items()
+        if f is Fit.LENGTH
+    )
+    if limits:
+        steps.append(CheckLengths(limits))
+    if partition:
+        steps.append(CheckRowsInPartition(tuple(s.column for s in partition)))
+        if keyed_merge:
+            steps.append(CheckKeysInPartition())
+    if key and not keyed_merge and options.duplicates == "error":
+        # A keyed append may have no unique index to refuse a repeated key.
+        steps.append(RefuseRepeatedKeys())
+    if added:
+        steps.append(AddColumns(added))
+    if options.write_mode == "replace" and not empty:
+        steps.append(Delete(partitioned=bool(partition), missing_only=bool(key)))
+    if not keyed_merge:
+        steps.append(Insert())
+        return tuple(steps)
+    merge = _merge_steps(options, catalog, frame)
+    if empty:
+        # A plain INSERT in key order grows the key's B-tree at its right edge, about twice
+        # as fast as a merge; a collision (a repeated key, another writer's row) falls back.
+        steps.append(Attempt((Insert(in_key_order=True),), ("unique_violation",), merge))
+    else:
+        steps.extend(merge)
+    return tuple(steps)
+
+
+def _merge_steps(options: WritePlan, catalog: Catalog, frame: PreparedFrame) -> tuple[Step, ...]:
+    """MERGE where the server has MERGE ... RETURNING and the table no rules (which MERGE
+    refuses); else INSERT ... ON CONFLICT, which also takes over when a MERGE meets a key
+    another writer inserted meanwhile (it waits for that row, then resolves it) or a key
+    staged twice (refused, naming it)."""
+    refuse = options.duplicates == "error"
+    updates = options.update_columns or tuple(
+        c for c in frame.columns if c not in options.conflict_target
+    )
+    on_conflict: list[Step] = []
+    if refuse:
+        on_conflict.append(RefuseRepeatedKeys())
+    on_conflict.append(Merge("on_conflict", options.on_conflict, updates))
+    table = catalog.table
+    if catalog.server_version < MERGE_RETURNING_SINCE or (table is not None and table.has_rules):
+        return tuple(on_conflict)
+    merge = Merge("merge", options.on_conflict, updates, refuse_repeated=refuse)
+    unless = ("cardinality_violation", "unique_violation", "feature_not_supported")
+    return (Attempt((merge,), unless, tuple(on_conflict)),)
+
+
+def stage_name(columns: Sequence[tuple[str, str]]) -> str:
+    """A staging table per frame shape, shared by every table written with that shape."""
+    digest = hashlib.sha256(repr(sorted(columns)).encode()).hexdigest()[:16]
+    return STAGE_PREFIX + digest
+
+
+def _stage_columns(
+    frame: PreparedFrame, stored: Mapping[str, Column], options: WritePlan
+) -> tuple[tuple[str, str], ...]:
+    # A column NULL in every row carries no type of its own: stage it as the table's type.
+    columns = [
+        (c, stored[c].type.display if c in frame.null_columns and c in stored else str(t))
+        for c, t in frame.types.items()
+    ]
+    if _numbered(options):
+        columns.append((ROW_NUMBER_COLUMN, "bigint"))
+    return tuple(columns)
+
+
+def _numbered(options: WritePlan) -> bool:
+    """Staged rows carry their position in the frame, to keep the first or last of a key."""
+    return bool(options.conflict_target) and options.duplicates != "error"
+
+
+def _fits(frame: PreparedFrame, stored: Mapping[str, Column], name: str) -> dict[str, Fit]:
+    """How each frame column the table has goes into it; refuses one whose values the
+    table's column would change."""
+    fits: dict[str, Fit] = {}
+    for column, frame_type in frame.types.items():
+        if column not in stored:
+            continue
+        if column in frame.null_columns:
+            fits[column] = Fit.EXACT  # NULLs carry no type
+            continue
+        table_type = stored[column].type
+        how = fit(frame_type, table_type)
+        if how is None:
+            raise TableMismatchError(
+                f"column {column!r} of table {name} is {table_type}, but the frame's values "
+                f"are {frame_type}, which it would not store unchanged: convert the column "
+                "in the frame, or alter the table"
+            )
+        fits[column] = how
+    return fits
+
+
+def _check_relation(table: TableFacts, name: str) -> None:
+    if table.kind != "r":
+        description = RELATION_KINDS.get(table.kind, f"a relation of kind {table.kind!r}")
+        raise TableMismatchError(
+            f"{name} is {description}, not a table: write to a plain table, or set the "
+            "metadata key 'table' to another name"
+        )
+
+
+def _check_unique_key(table: TableFacts, key: Sequence[str], name: str) -> None:
+    if frozenset(key) not in table.unique_keys:
+        columns = sql.column_list(sorted(key))
+        raise TableMismatchError(
+            f"table {name} has no unique index or constraint on exactly {sorted(key)}, which "
+            f"ON CONFLICT needs: add one (ALTER TABLE {name} ADD UNIQUE ({columns})) or "
+            "change conflict_target"
+        )
+
+
+def _row_counts(
+    options: WritePlan,
+    table: TableFacts,
+    partition: Sequence[PartitionSlice],
+    empty: bool,
+    rows: int,
+) -> tuple[RowCount, RowCount | None]:
+    """How the table's and the partition's row counts after the write are known."""
+    cheap = options.exact_row_count or table.size_bytes <= COUNT_ROWS_UP_TO_BYTES
+    counted: RowCount = "count" if cheap else "unknown"
+    # An empty frame replaces nothing (see plan_write).
+    replacing = options.write_mode == "replace" and rows > 0
+    if empty:
+        whole: RowCount = "inserted"
+    elif replacing and not partition:
+        whole = "staged"  # the table becomes the frame
+    else:
+        whole = counted
+    if not partition:
+        return whole, None
+    part: RowCount = "inserted" if empty else "staged" if replacing else counted
+    return whole, part
+
+
+def plan_summary(steps: Steps) -> list[str]:
+    """The step names, nested attempts as ``Attempt[...|...]``: what a test asserts on."""
+    return [_summary(step) for step in steps.steps]
+
+
+def _summary(step: Step) -> str:
+    if isinstance(step, Attempt):
+        first = ",".join(_summary(s) for s in step.steps)
+        other = ",".join(_summary(s) for s in step.otherwise)
+        return f"Attempt[{first}|{other}]"
+    if isinstance(step, CopyFrame):
+        return f"CopyFrame({step.into})"
+    if isinstance(step, Merge):
+        return f"Merge({step.statement})"
+    return type(step).__name__

@@ -1,0 +1,371 @@
+"""Read a table into a pandas DataFrame: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``, parsed
+by Arrow piece by piece while the server sends the rest.
+
+How each column travels and what it comes back as is :func:`types.read_type`'s choice; this
+module runs the query and turns the CSV into the frame (:class:`CsvDecoder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import decimal
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .catalog import Column, read_catalog
+from .errors import TableMismatchError, WritePlanError
+from .options import PartitionSlice
+from .sql import partition_filter, qualified, read_select
+from .types import read_type
+
+__all__ = ["CsvDecoder", "driver_connection", "read_table"]
+
+
+async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection behind a SQLAlchemy async connection (SQLAlchemy's documented
+    way: ``(await conn.get_raw_connection()).driver_connection``).
+
+    Raises:
+        WritePlanError: the engine does not use the asyncpg driver.
+    """
+    if conn.in_transaction():
+        # SQLAlchemy begins the driver's transaction at its first statement, not at begin():
+        # run one, so that our transaction nests in the caller's as a savepoint.
+        await conn.execute(text("SELECT 1"))
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, asyncpg.Connection):
+        raise WritePlanError(
+            f"copy_upsert and read_table need the asyncpg driver, got {type(driver).__name__}: "
+            "use a postgresql+asyncpg:// URL"
+        )
+    return driver
+
+
+async def read_table(
+    conn: AsyncConnection,
+    *,
+    schema: str,
+    table: str,
+    columns: Sequence[str] | None = None,
+    partition: Sequence[PartitionSlice] = (),
+) -> pd.DataFrame:
+    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into a DataFrame.
+
+    The rows travel as ``COPY (SELECT ...) TO STDOUT`` and are decoded by Arrow with the
+    table's column types, so integers stay integers (nullable ones as ``Int64``) and
+    ``timestamptz`` comes back tz-aware in UTC.
+
+    Raises:
+        TableMismatchError: the table or a requested column does not exist.
+    """
+    driver = await driver_connection(conn)
+    # Inside a caller's transaction ours is a savepoint, and what SET LOCAL changes outlives
+    # a released savepoint: the settings this read changes are put back before it ends.
+    nested = driver.is_in_transaction()
+    async with driver.transaction(readonly=True):
+        catalog = await read_catalog(driver, schema, table)
+        if catalog.table is None:
+            raise TableMismatchError(
+                f"table {schema}.{table} does not exist: materialize the asset that writes it first"
+            )
+        stored = catalog.table.columns
+        names = [columns] if isinstance(columns, str) else list(columns or stored)
+        missing = [name for name in names if name not in stored]
+        if missing:
+            raise TableMismatchError(
+                f"columns {missing} are not in table {schema}.{table}, which has {list(stored)}"
+            )
+        selected = {name: stored[name] for name in names}
+        query, params = read_query(schema, table, selected, partition, stored)
+        changed = {"TimeZone": catalog.previous_time_zone}
+        changed |= await _set_local(driver, _output_settings(driver, selected.values()))
+        decoder = CsvDecoder(selected)
+        try:
+            status = await driver.copy_from_query(query, *params, output=decoder.feed, format="csv")
+        except BaseException:
+            await decoder.close()
+            raise
+        if nested:
+            await _set_local(driver, changed)
+    return await decoder.frame(rows=_affected(status))
+
+
+def read_query(
+    schema: str,
+    table: str,
+    selected: Mapping[str, Column],
+    partition: Sequence[PartitionSlice],
+    stored: Mapping[str, Column],
+) -> tuple[str, list[Any]]:
+    """The ``SELECT`` a read copies out, and its parameters: the ``selected`` columns as they
+    travel in CSV, the rows of the ``partition`` slice (its columns among ``stored``)."""
+    where, params = partition_filter(partition, {n: c.type for n, c in stored.items()})
+    select = read_select([(name, column.type) for name, column in selected.items()])
+    query = f"SELECT {select} FROM {qualified(schema, table)} AS t"
+    if where:
+        query += f" WHERE {where}"
+    return query, params
+
+
+# Arrow parses dates and timestamps only as ISO prints them, and float8out rounds unless
+# extra_float_digits is positive (any positive value prints the shortest exact form).
+_ISO_DATES = "ISO"
+_EXACT_FLOAT_DIGITS = "3"
+_FLOATS = frozenset({"float4", "float8"})
+_DATES = frozenset({"date", "timestamp", "timestamptz"})
+
+
+def _output_settings(driver: asyncpg.Connection, columns: Iterable[Column]) -> dict[str, str]:
+    """The settings to change so that PostgreSQL prints these columns as Arrow parses them.
+    The server reports every change of DateStyle, so that check costs nothing; it does not
+    report extra_float_digits, which is set whenever a float column is read."""
+    names = {column.type.name for column in columns}
+    settings = {}
+    date_style = str(getattr(driver.get_settings(), "DateStyle", ""))
+    if names & _DATES and not date_style.startswith(_ISO_DATES):
+        settings["DateStyle"] = _ISO_DATES
+    if names & _FLOATS:
+        settings["extra_float_digits"] = _EXACT_FLOAT_DIGITS
+    return settings
+
+
+# The select list runs left to right: each setting is read before set_config replaces it.
+_SET_LOCAL = """
+SELECT name, current_setting(name) AS previous, set_config(name, value, true)
+FROM unnest($1::text[], $2::text[]) AS s(name, value)
+"""
+
+
+async def _set_local(driver: asyncpg.Connection, settings: Mapping[str, str]) -> dict[str, str]:
+    """Set ``settings`` for the rest of the transaction; return what they were."""
+    if not settings:
+        return {}
+    rows = await driver.fetch(_SET_LOCAL, list(settings), list(settings.values()))
+    return {row["name"]: row["previous"] for row in rows}
+
+
+def _affected(status: str) -> int:
+    """Row count of a command tag such as ``COPY 10``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+# ---- decoding -----------------------------------------------------------------------------------
+
+# CSV received before a piece of whole rows is handed to Arrow: large enough for Arrow's
+# parallel parse, small enough that parsing keeps pace with the server.
+CSV_PIECE_BYTES = 1 << 22
+
+# Arrow cuts a piece into blocks of this size to parse them in parallel; a row longer than a
+# block fails ("straddling object straddles two block boundaries").
+ARROW_BLOCK_BYTES: int = pa_csv.ReadOptions().block_size
+
+# Bytes scanned at a time for line ends and quotes, so that a huge row (a bytea of hundreds of
+# MB arrives in one message) costs a few small temporary arrays, not several of its size.
+_SCAN_BYTES = 1 << 22
+_MAX_BLOCK_BYTES = 2**31 - 1
+_NEWLINE = ord("\n")
+_QUOTE = ord('"')
+
+_NULLABLE_PANDAS: Mapping[pa.DataType, Any] = {
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+
+# PostgreSQL's time holds 24:00:00, which datetime.time cannot: it reads as time.max.
+_LAST_MICROSECOND_OF_DAY = 86_400_000_000 - 1
+
+# Types whose text becomes one Python object per value.
+_FROM_TEXT: Mapping[str, Callable[[str], Any]] = {
+    "decimal": decimal.Decimal,
+    "uuid": uuid.UUID,
+    "json": json.loads,
+}
+
+
+class CsvDecoder:
+    """Decodes ``COPY ... TO STDOUT (FORMAT csv)`` output while it arrives: each piece of
+    whole rows is parsed by Arrow in a worker thread while the server sends the next.
+
+    Each column is parsed and converted as :func:`types.read_type` says. Nullable integer and
+    boolean columns come back as pandas' nullable dtypes, so that NULL does not turn them into
+    floats or objects; NOT NULL ones as plain numpy dtypes.
+    """
+
+    def __init__(self, columns: Mapping[str, Column]) -> None:
+        """``columns``: the catalog's columns, in COPY order."""
+        self.columns = dict(columns)
+        self.types = {name: read_type(column.type).csv for name, column in columns.items()}
+        self.pending = bytearray()
+        # Where the last whole row in `pending` ends, and whether its end is inside quotes.
+        self.row_end = 0
+        self.in_quotes = False
+        self.pieces: list[asyncio.Future[pa.Table]] = []
+
+    async def feed(self, data: bytes) -> None:
+        """Take the next bytes of the COPY output (asyncpg's ``output`` callback)."""
+        end, self.in_quotes = _last_row_end(data, self.in_quotes)
+        if end:
+            self.row_end = len(self.pending) + end
+        if self.row_end < CSV_PIECE_BYTES:
+            self.pending += data
+        elif not self.pending and end == len(data):
+            # Whole rows and nothing before them (a huge row comes as one message): no copy.
+            self._parse(bytes(data))
+            self.row_end = 0
+        else:
+            self.pending += data
+            with memoryview(self.pending) as view:
+                piece = bytes(view[: self.row_end])
+            del self.pending[: self.row_end]
+            self.row_end = 0
+            self._parse(piece)
+
+    async def frame(self, rows: int) -> pd.DataFrame:
+        """The DataFrame, once the COPY has reported ``rows`` rows."""
+        if not self.columns:
+            # COPY sends an empty line for each row, and Arrow needs a column to count them.
+            return pd.DataFrame(index=pd.RangeIndex(rows))
+        if self.pending:
+            self._parse(bytes(self.pending))
+            self.pending.clear()
+        tables = await asyncio.gather(*self.pieces, return_exceptions=True)
+        for failure in tables:
+            if isinstance(failure, BaseException):
+                raise failure
+        if tables:
+            table = pa.concat_tables(tables)
+        else:
+            table = pa.table({name: pa.array([], type=t) for name, t in self.types.items()})
+        if table.num_rows != rows:
+            raise RuntimeError(f"decoded {table.num_rows} rows of the {rows} that COPY sent")
+        frame = {}
+        for name, column in self.columns.items():
+            frame[name] = _to_pandas(table.column(name), column)
+            # Drop each Arrow column once converted, so the table and the frame never both
+            # hold every column.
+            table = table.drop_columns([name])
+        return pd.DataFrame(frame)
+
+    async def close(self) -> None:
+        """Wait for pieces still being parsed (after a failed COPY), ignoring their results."""
+        await asyncio.gather(*self.pieces, return_exceptions=True)
+
+    def _parse(self, piece: bytes) -> None:
+        if self.columns:
+            self.pieces.append(asyncio.ensure_future(asyncio.to_thread(self._read_csv, piece)))
+
+    def _read_csv(self, piece: bytes) -> pa.Table:
+        # Arrow splits a piece into blocks at line ends to parse them in parallel, which is
+        # only right when no value holds a line break, and only quoted values can. Even told
+        # so, Arrow drops the "\n" of a quoted "\r\n" that straddles two of its blocks
+        # (pyarrow 26): a piece with quotes is parsed as one block, and so is one with a row
+        # longer than a block, which no block may cut.
+        quoted = b'"' in piece
+        whole = quoted or (
+            len(piece) >= ARROW_BLOCK_BYTES and _longest_row(piece) >= ARROW_BLOCK_BYTES
+        )
+        return pa_csv.read_csv(
+            pa.BufferReader(piece),
+            read_options=pa_csv.ReadOptions(
+                column_names=list(self.columns),
+                block_size=min(len(piece) + 1, _MAX_BLOCK_BYTES) if whole else None,
+            ),
+            # A one-column row holding NULL is an empty line.
+            parse_options=pa_csv.ParseOptions(newlines_in_values=quoted, ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=self.types,
+                # COPY writes NULL unquoted and the empty string quoted.
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
+
+
+def _last_row_end(data: bytes, in_quotes: bool) -> tuple[int, bool]:
+    """Where the last whole row in ``data`` ends (0: no row ends in it), and whether ``data``
+    ends inside quotes, given whether it starts inside them.
+
+    A row ends at a line end outside quotes. PostgreSQL quotes every value holding a line
+    break, and quotes come in pairs, so "outside" is an even count of quotes.
+    """
+    if b'"' not in data:
+        return (0 if in_quotes else data.rfind(b"\n") + 1), in_quotes
+    raw = np.frombuffer(data, dtype=np.uint8)
+    end = 0
+    for start in range(0, len(raw), _SCAN_BYTES):
+        window = raw[start : start + _SCAN_BYTES]
+        # uint8 wraps at 256, which keeps the parity.
+        quotes = np.cumsum(window == _QUOTE, dtype=np.uint8) + np.uint8(in_quotes)
+        ends = np.flatnonzero((window == _NEWLINE) & (quotes % 2 == 0))
+        if len(ends):
+            end = start + int(ends[-1]) + 1
+        in_quotes = bool(quotes[-1] % 2)
+    return end, in_quotes
+
+
+def _longest_row(piece: bytes) -> int:
+    """The length of the longest line of ``piece``, its line end included."""
+    raw = np.frombuffer(piece, dtype=np.uint8)
+    longest = row_start = 0
+    for start in range(0, len(raw), _SCAN_BYTES):
+        ends = np.flatnonzero(raw[start : start + _SCAN_BYTES] == _NEWLINE)
+        if len(ends):
+            ends += start
+            longest = max(longest, int(ends[0]) + 1 - row_start, int(np.diff(ends).max(initial=0)))
+            row_start = int(ends[-1]) + 1
+    return max(longest, len(raw) - row_start)
+
+
+def _to_pandas(column: pa.ChunkedArray, stored: Column) -> pd.Series:
+    """The pandas column a read returns for one parsed CSV column."""
+    decode = read_type(stored.type).decode
+    if decode == "nullable" and not stored.not_null:
+        mapper = {column.type: _NULLABLE_PANDAS[column.type]}.get
+        return pd.Series(column.to_pandas(types_mapper=mapper))
+    if decode == "micros_interval":
+        return pd.Series(pc.cast(column, pa.duration("us")).to_pandas())
+    if decode == "micros_time":
+        capped = pc.min_element_wise(
+            column, pa.scalar(_LAST_MICROSECOND_OF_DAY, pa.int64()), skip_nulls=False
+        )
+        return pd.Series(pc.cast(capped, pa.time64("us")).to_pandas(), dtype=object)
+    if decode == "hex":
+        return pd.Series([v for chunk in column.chunks for v in _unhex(chunk)], dtype=object)
+    parse = _FROM_TEXT.get(decode)
+    if parse is not None:
+        values = [None if v is None else parse(v) for c in column.chunks for v in c.to_pylist()]
+        return pd.Series(values, dtype=object)
+    return pd.Series(column.to_pandas())
+
+
+def _unhex(array: pa.LargeStringArray) -> list[bytes | None]:
+    """Decode hex text to bytes straight from Arrow's buffer, with no Python str of each
+    value (twice the size of the bytes) in between."""
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[
+        array.offset : array.offset + len(array) + 1
+    ].tolist()
+    data = memoryview(data_buffer if data_buffer is not None else b"")
+    valid = array.is_valid().to_pylist()
+    return [
+        binascii.a2b_hex(data[start:stop]) if ok else None
+        for start, stop, ok in zip(offsets, offsets[1:], valid, strict=False)
+    ]

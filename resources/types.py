@@ -1,0 +1,242 @@
+"""One mapping between the frame's Arrow types and PostgreSQL's, both ways.
+
+Types are keyed by what the catalog gives: the base type's ``pg_type.typname`` (through
+domains), its type modifier, and whether the column is an array of it. Nothing here compares
+``format_type()`` strings; those only appear in messages.
+
+- :data:`LOSSLESS_CASTS` and :func:`fit`: which frame types a table column takes unchanged.
+- :data:`READ_TYPES` and :func:`read_type`: how a column travels in ``COPY ... TO STDOUT
+  (FORMAT csv)`` and what a read returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+import pyarrow as pa
+
+# How PostgreSQL names the base types in messages (format_type without modifiers).
+DISPLAY: Mapping[str, str] = {
+    "int2": "smallint",
+    "int4": "integer",
+    "int8": "bigint",
+    "float4": "real",
+    "float8": "double precision",
+    "bool": "boolean",
+    "varchar": "character varying",
+    "bpchar": "character",
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+    "time": "time without time zone",
+    "timetz": "time with time zone",
+}
+
+# PostgreSQL keeps at most microseconds: a time type with this precision (or none) rounds
+# nothing a frame can hold.
+MICROSECONDS = 6
+
+_INTEGERS = frozenset({"int2", "int4", "int8"})
+_TIME_TYPES = frozenset({"time", "timetz", "timestamp", "timestamptz"})
+# An interval modifier is (range << 16) | precision; these mean "all fields", "full precision".
+_INTERVAL_FULL_RANGE = 0x7FFF
+_INTERVAL_FULL_PRECISION = 0xFFFF
+
+
+@dataclass(frozen=True)
+class PgType:
+    """A column's type as the catalog gives it.
+
+    ``name`` is the base type's ``typname`` (a domain's base type; ``"enum"`` for any enum),
+    ``modifier`` its type modifier (-1: none), ``array`` whether the column is a
+    one-dimensional array of it, ``domain`` whether a domain sits over it, and ``display``
+    the column type as ``format_type()`` prints it (valid SQL, used to declare staging
+    columns of that type and in messages).
+    """
+
+    name: str
+    modifier: int = -1
+    array: bool = False
+    domain: bool = False
+    display: str = ""
+
+    def __str__(self) -> str:
+        if self.display:
+            return self.display
+        base = DISPLAY.get(self.name, self.name)
+        return base + "[]" if self.array else base
+
+    @property
+    def varchar_length(self) -> int | None:
+        """``n`` of ``varchar(n)``; None when unlimited or not varchar."""
+        if self.name != "varchar" or self.modifier < 0:
+            return None
+        return self.modifier - 4  # VARHDRSZ
+
+
+def frame_type(ddl: str, *, zoned: bool = False) -> PgType:
+    """The PostgreSQL type a binary COPY column carries, from pgpq's DDL name (``INT8``,
+    ``TEXT``, ``INT8[]``); ``zoned`` for a tz-aware timestamp, which pgpq names TIMESTAMP
+    (the binary format of timestamptz is the same UTC microsecond count)."""
+    name = ddl.lower()
+    array = name.endswith("[]")
+    name = name.removesuffix("[]")
+    if name == "timestamp" and zoned:
+        name = "timestamptz"
+    return PgType(name, array=array)
+
+
+class Fit(Enum):
+    """How a frame column goes into a table column."""
+
+    EXACT = "exact"  # same type: binary COPY can go straight into the table
+    CAST = "cast"  # staged and cast by the server; a value that does not fit fails loudly
+    LENGTH = "length"  # text into varchar(n): staged, and lengths checked before the merge
+
+
+# (frame type, table type) pairs whose every value the table's type stores unchanged, or
+# fails loudly on (an integer out of a narrower integer's range, text that is no valid enum
+# label, UUID or address).
+LOSSLESS_CASTS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("int8", "int4"),
+        ("int8", "int2"),
+        ("int4", "int2"),
+        ("int2", "int4"),
+        ("int2", "int8"),
+        ("int4", "int8"),
+        ("int2", "numeric"),
+        ("int4", "numeric"),
+        ("int8", "numeric"),
+        ("int2", "float4"),
+        ("int2", "float8"),
+        ("int4", "float8"),
+        ("float4", "float8"),
+        ("text", "varchar"),
+        ("text", "enum"),
+        ("text", "uuid"),
+        ("text", "inet"),
+        ("text", "cidr"),
+        ("text", "macaddr"),
+        ("text", "macaddr8"),
+        ("jsonb", "json"),
+    }
+)
+
+
+def fit(frame: PgType, table: PgType) -> Fit | None:
+    """How a frame column of type ``frame`` goes into a column of type ``table``, or None
+    when the table's type would change some value (round, pad, trim or reinterpret it)."""
+    if frame.array != table.array:
+        return None
+    if table.name == "bpchar" and frame.name == "text":
+        return None  # char(n) pads with spaces: the stored text would differ
+    if not _modifier_keeps_values(frame, table):
+        return None
+    if frame.name == table.name:
+        return Fit.EXACT
+    if (frame.name, table.name) not in LOSSLESS_CASTS:
+        return None
+    if table.varchar_length is not None:
+        return Fit.LENGTH
+    return Fit.CAST
+
+
+def _modifier_keeps_values(frame: PgType, table: PgType) -> bool:
+    if table.modifier < 0:
+        return True
+    if table.name == "numeric":
+        # numeric(p,s) rounds to s digits: only whole numbers keep every digit (a number
+        # too large for p fails loudly).
+        return frame.name in _INTEGERS
+    if table.name in _TIME_TYPES:
+        return table.modifier == MICROSECONDS
+    if table.name == "interval":
+        precision = table.modifier & 0xFFFF
+        fields = (table.modifier >> 16) & 0x7FFF
+        return fields == _INTERVAL_FULL_RANGE and precision in (
+            MICROSECONDS,
+            _INTERVAL_FULL_PRECISION,
+        )
+    # varchar(n) is checked for length; other modifiers (bit(n), char(n)) are refused.
+    return table.name == "varchar"
+
+
+def time_window_type(table: PgType) -> bool:
+    """Whether a time-window partition can be filtered on a column of this type."""
+    return not table.array and table.name in {"date", "timestamp", "timestamptz"}
+
+
+# ---- reads --------------------------------------------------------------------------------------
+
+Decode = Literal[
+    "plain",  # Arrow's own conversion to pandas
+    "nullable",  # pandas' nullable dtype (Int16.., boolean) unless the column is NOT NULL
+    "micros_interval",  # bigint microseconds -> timedelta64[us]
+    "micros_time",  # bigint microseconds since midnight -> datetime.time
+    "decimal",
+    "uuid",
+    "json",
+    "hex",  # bytea sent as hex -> bytes
+]
+
+
+@dataclass(frozen=True)
+class ReadType:
+    """How one column is read: ``select`` is the SQL expression (``{}`` stands for the
+    column) whose text COPY sends, ``csv`` the Arrow type that parses it, ``decode`` what
+    turns the parsed column into the pandas column a read returns."""
+
+    csv: pa.DataType
+    decode: Decode = "plain"
+    select: str = "{}"
+
+
+# ±infinity have no value in Arrow or pandas: they read as the largest and smallest values
+# Python's datetime and date hold (datetime.max / datetime.min, date.max / date.min).
+_FINITE_DATE = (
+    "CASE {} WHEN 'infinity' THEN DATE '9999-12-31' WHEN '-infinity' THEN DATE '0001-01-01' "
+    "ELSE {} END"
+)
+_FINITE_TIMESTAMP = (
+    "CASE {{}} WHEN 'infinity' THEN {type} '9999-12-31 23:59:59.999999' "
+    "WHEN '-infinity' THEN {type} '0001-01-01 00:00:00' ELSE {{}} END"
+)
+# Microseconds; an interval's month counts 30 days, as PostgreSQL's own epoch does.
+_MICROSECONDS = "(extract(epoch FROM {}) * 1000000)::bigint"
+
+_TEXT = ReadType(pa.large_string())
+
+READ_TYPES: Mapping[str, ReadType] = {
+    "int2": ReadType(pa.int16(), "nullable"),
+    "int4": ReadType(pa.int32(), "nullable"),
+    "int8": ReadType(pa.int64(), "nullable"),
+    "float4": ReadType(pa.float32()),
+    "float8": ReadType(pa.float64()),
+    "bool": ReadType(pa.bool_(), "nullable"),
+    "date": ReadType(pa.date32(), select=_FINITE_DATE),
+    "timestamp": ReadType(pa.timestamp("us"), select=_FINITE_TIMESTAMP.format(type="TIMESTAMP")),
+    "timestamptz": ReadType(
+        pa.timestamp("us", tz="UTC"), select=_FINITE_TIMESTAMP.format(type="TIMESTAMPTZ")
+    ),
+    "time": ReadType(pa.int64(), "micros_time", _MICROSECONDS),
+    "interval": ReadType(pa.int64(), "micros_interval", _MICROSECONDS),
+    "numeric": ReadType(pa.large_string(), "decimal"),
+    "uuid": ReadType(pa.large_string(), "uuid"),
+    "json": ReadType(pa.large_string(), "json"),
+    "jsonb": ReadType(pa.large_string(), "json"),
+    "bytea": ReadType(pa.large_string(), "hex", "encode({}, 'hex')"),
+}
+
+# Arrays travel as JSON and come back as Python lists.
+_ARRAY = ReadType(pa.large_string(), "json", "to_json({})")
+
+
+def read_type(column: PgType) -> ReadType:
+    """How a column of this type is read. Types without a dtype of their own (text, varchar,
+    char, enums, timetz, inet, cidr, macaddr, and anything not listed) come back as ``str``."""
+    if column.array:
+        return _ARRAY
+    return READ_TYPES.get(column.name, _TEXT)

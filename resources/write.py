@@ -1,0 +1,337 @@
+"""Carries out the steps :mod:`resources.plan` chose, inside the caller's transaction. It
+decides nothing: each step is one small function, and what it did comes back as counts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from . import plan, sql
+from .errors import FrameError, TableMismatchError
+from .frame import ROW_NUMBER_COLUMN, PreparedFrame
+from .options import WritePlan
+
+# How often a COPY in progress checks that its connection is still open.
+CONNECTION_CHECK_SECONDS = 0.5
+# How often a long COPY reports how far it got.
+PROGRESS_EVERY_SECONDS = 5.0
+# Lock key of the creators of a schema's tables (see create_table).
+_CREATE_LOCK = "dagster-copy-upsert:{}"
+
+# The SQLSTATE condition names a plan.Attempt may fall back on.
+CONDITIONS: dict[str, type[asyncpg.PostgresError]] = {
+    "unique_violation": asyncpg.UniqueViolationError,
+    "cardinality_violation": asyncpg.CardinalityViolationError,
+    "feature_not_supported": asyncpg.FeatureNotSupportedError,
+}
+
+# A cast the merge runs refused a staged value: find the column (see _diagnose).
+_CAST_FAILURES = (asyncpg.DataError, asyncpg.DatatypeMismatchError, asyncpg.UndefinedFunctionError)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Rows a step staged (negative: dropped from the stage), inserted, updated, deleted."""
+
+    staged: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.staged + other.staged,
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.deleted + other.deleted,
+        )
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write's fixed inputs: where it goes, what it writes, and how it is planned."""
+
+    driver: asyncpg.Connection
+    schema: str
+    table: str
+    frame: PreparedFrame
+    options: WritePlan
+    planned: plan.Steps
+    progress: Callable[[str], None]
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def target(self) -> str:
+        return sql.qualified(self.schema, self.table)
+
+
+async def create_table(driver: asyncpg.Connection, step: plan.CreateTable, table: str) -> None:
+    """Create the schema if missing, then the table. Parallel steps may create the same
+    schema or tables in it at once; IF NOT EXISTS alone still races in the catalog (a unique
+    violation), so creators take turns."""
+    await driver.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _CREATE_LOCK.format(step.schema)
+    )
+    create = sql.create_table(sql.qualified(step.schema, table), step.columns, step.primary_key)
+    if step.create_schema:
+        create = f"CREATE SCHEMA IF NOT EXISTS {sql.quote_ident(step.schema)}; {create}"
+    await driver.execute(create)
+
+
+async def run(write: Write, steps: Sequence[plan.Step], before: Counts = Counts()) -> Counts:
+    """Run ``steps`` in order; return what they did (``before``: what earlier steps did)."""
+    done = Counts()
+    for step in steps:
+        done += await _run(write, step, before + done)
+    return done
+
+
+async def count(write: Write, how: plan.RowCount | None, counts: Counts, where: bool) -> int | None:
+    """A row count after the write, known as the plan says."""
+    if how == "inserted":
+        return counts.inserted
+    if how == "staged":
+        return counts.staged
+    if how == "count":
+        condition = write.planned.where if where else None
+        params = write.planned.params if where else ()
+        return int(await write.driver.fetchval(sql.count_rows(write.target, condition), *params))
+    return None
+
+
+async def _run(write: Write, step: plan.Step, so_far: Counts) -> Counts:
+    driver, stage, planned = write.driver, write.planned.stage, write.planned
+    match step:
+        case plan.Attempt():
+            try:
+                async with driver.transaction():
+                    return await run(write, step.steps, so_far)
+            except tuple(CONDITIONS[name] for name in step.unless):
+                return await run(write, step.otherwise, so_far)
+        case plan.PrepareStage():
+            script = sql.prepare_stage(
+                step.name, step.columns, create=step.create, clear=step.clear, evict=step.evict
+            )
+            if script:
+                await driver.execute(script)
+        case plan.CopyFrame(into="stage"):
+            rows = await _copy(write, None, stage, numbered=step.numbered)
+            if step.analyze:
+                await driver.execute(f"ANALYZE {sql.quote_ident(stage)}")
+            return Counts(staged=rows)
+        case plan.CopyFrame(into="target"):
+            rows = await _copy(write, write.schema, write.table)
+            return Counts(staged=rows, inserted=rows)
+        case plan.KeepOnePerKey():
+            status = await driver.execute(
+                sql.delete_repeated_keys(
+                    stage,
+                    write.options.conflict_target,
+                    ROW_NUMBER_COLUMN,
+                    keep_last=step.keep_last,
+                )
+            )
+            return Counts(staged=-_affected(status))
+        case plan.CheckLengths():
+            await _check_lengths(write, step)
+        case plan.CheckRowsInPartition():
+            await _check_rows_in_partition(write, step)
+        case plan.CheckKeysInPartition():
+            await _check_keys_in_partition(write)
+        case plan.RefuseRepeatedKeys():
+            await _refuse_repeated_keys(write)
+        case plan.AddColumns():
+            await driver.execute(sql.add_columns(write.target, step.columns))
+            write.progress(f"added columns {[c for c, _ in step.columns]} to {write.name}")
+        case plan.Delete():
+            where = planned.where if step.partitioned else None
+            key = write.options.conflict_target
+            statement = (
+                sql.delete_missing_from_target(stage, write.target, key, where)
+                if step.missing_only
+                else sql.delete_all(write.target, where)
+            )
+            params = planned.params if where else ()
+            return Counts(deleted=_affected(await driver.execute(statement, *params)))
+        case plan.Insert() | plan.Merge():
+            return await _merge(write, step, so_far)
+    return Counts()
+
+
+async def _merge(write: Write, step: plan.Insert | plan.Merge, so_far: Counts) -> Counts:
+    """Apply the stage to the table, naming the column whose cast fails, if one does."""
+    write.progress(f"merging {so_far.staged:,} staged rows into {write.name}")
+    started = time.monotonic()
+    key = write.options.conflict_target
+    columns = write.frame.columns
+    if isinstance(step, plan.Insert):
+        statement = sql.insert_from_stage(
+            write.planned.stage, write.target, columns, key if step.in_key_order else ()
+        )
+    elif step.statement == "merge":
+        statement = sql.merge(
+            write.planned.stage,
+            write.target,
+            columns,
+            key,
+            step.on_conflict,
+            step.update_columns,
+            refuse_repeated=step.refuse_repeated,
+        )
+    else:
+        statement = sql.insert_on_conflict(
+            write.planned.stage, write.target, columns, key, step.on_conflict, step.update_columns
+        )
+    try:
+        if not write.planned.casts:
+            counts = await _execute(write.driver, statement, isinstance(step, plan.Insert))
+        else:
+            # A savepoint, so that a failed cast can be diagnosed column by column.
+            async with write.driver.transaction():
+                counts = await _execute(write.driver, statement, isinstance(step, plan.Insert))
+    except _CAST_FAILURES as exc:
+        raise await _diagnose(write) or exc from exc
+    write.progress(f"merged into {write.name} in {time.monotonic() - started:.1f} s")
+    return counts
+
+
+async def _execute(driver: asyncpg.Connection, statement: str, plain: bool) -> Counts:
+    if plain:
+        return Counts(inserted=_affected(await driver.execute(statement)))
+    row = await driver.fetchrow(statement)
+    return Counts(inserted=int(row["inserted"]), updated=int(row["updated"]))
+
+
+async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool = False) -> int:
+    """Stream the frame into a table with binary COPY, reporting progress every few
+    seconds. asyncpg quotes the names itself."""
+    total = write.frame.rows
+    announce = _Throttle(PROGRESS_EVERY_SECONDS)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        sent = 0
+        for rows, chunk in write.frame.binary_copy_chunks(numbered=numbered):
+            sent += rows
+            if announce():
+                write.progress(f"copied {sent:,} of {total:,} rows for {write.name}")
+            yield chunk
+
+    columns = [*write.frame.columns, ROW_NUMBER_COLUMN] if numbered else list(write.frame.columns)
+    copying = asyncio.ensure_future(
+        write.driver.copy_to_table(
+            table, schema_name=schema, source=chunks(), columns=columns, format="binary"
+        )
+    )
+    # asyncpg's copy_to_table, fed by an async iterator, may never return once the server
+    # has closed the connection mid-COPY: watch the connection while it runs.
+    try:
+        while True:
+            done, _ = await asyncio.wait({copying}, timeout=CONNECTION_CHECK_SECONDS)
+            if done:
+                return _affected(copying.result())
+            if write.driver.is_closed():
+                raise asyncpg.ConnectionDoesNotExistError("the connection closed during COPY")
+    finally:
+        if not copying.done():
+            copying.cancel()
+
+
+async def _check_lengths(write: Write, step: plan.CheckLengths) -> None:
+    """varchar(n) trims trailing spaces beyond n without a word: refuse longer text."""
+    for column, limit in step.limits:
+        value = await write.driver.fetchval(sql.too_long(write.planned.stage, column), limit)
+        if value is not None:
+            raise TableMismatchError(
+                f"column {column!r} of table {write.name} holds at most {limit} characters, "
+                f"but the frame has {value[:40]!r}...: shorten the value, or widen the column"
+            )
+
+
+async def _check_rows_in_partition(write: Write, step: plan.CheckRowsInPartition) -> None:
+    where = write.planned.where or "true"
+    outside = await write.driver.fetchrow(
+        sql.outside_partition(write.planned.stage, step.columns, where), *write.planned.params
+    )
+    if outside is not None:
+        raise FrameError(
+            f"the frame has rows outside the partition being written, e.g. {dict(outside)}; "
+            f"return only the partition's rows (partition_expr {list(step.columns)})"
+        )
+
+
+async def _check_keys_in_partition(write: Write) -> None:
+    """A key stored in another partition would be moved by the merge, changing a partition
+    this write does not own."""
+    where = write.planned.where or "true"
+    key = write.options.conflict_target
+    elsewhere = await write.driver.fetchrow(
+        sql.stored_in_other_partition(write.planned.stage, write.target, key, where),
+        *write.planned.params,
+    )
+    if elsewhere is not None:
+        raise FrameError(
+            f"key {dict(elsewhere)} is already stored in another partition of {write.name}; "
+            "a partition's write cannot move rows between partitions: add the partition_expr "
+            "column to conflict_target"
+        )
+
+
+async def _refuse_repeated_keys(write: Write) -> None:
+    """Refuse a key staged more than once, naming one. Checked on the server: an index of
+    the keys held in the client would grow with the frame."""
+    key = write.options.conflict_target
+    example = await write.driver.fetchrow(sql.repeated_key(write.planned.stage, key))
+    if example is None:
+        return
+    keys, rows = await write.driver.fetchrow(sql.repeated_key_totals(write.planned.stage, key))
+    raise FrameError(
+        f"{keys} conflict_target key(s) on {list(key)} appear more than once ({rows} rows), "
+        f"e.g. {dict(example)}; drop the duplicates or set the metadata key 'duplicates' to "
+        "'keep_last' or 'keep_first'"
+    )
+
+
+async def _diagnose(write: Write) -> TableMismatchError | None:
+    """Find the column whose staged values the table's type cannot take, by casting each
+    such column alone in a savepoint that is rolled back."""
+    for column, staged_type, table_type in write.planned.casts:
+        probe = write.driver.transaction()
+        await probe.start()
+        try:
+            await write.driver.execute(sql.cast_probe(write.planned.stage, column, table_type))
+        except asyncpg.PostgresError as failure:
+            return TableMismatchError(
+                f"column {column!r}: table {write.name} stores {table_type}, but the frame's "
+                f"values are {staged_type} and cannot be stored there ({failure}); convert "
+                "the column in the frame, or alter the table"
+            )
+        finally:
+            await probe.rollback()
+    return None
+
+
+class _Throttle:
+    """True at most once per ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = time.monotonic()
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
+def _affected(status: str) -> int:
+    """Row count of a command tag such as ``INSERT 0 5``, ``DELETE 3`` or ``COPY 10``."""
+    return int(status.rsplit(" ", 1)[-1])

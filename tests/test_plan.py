@@ -1,0 +1,509 @@
+"""The write planner, with no database: every write mode x table state x key shape, and each
+decision the plan takes (merge statement, fallbacks, checks, staging, counts)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from resources.catalog import Catalog, Column, TableFacts
+from resources.errors import TableMismatchError, WritePlanError
+from resources.frame import prepare_frame
+from resources.options import KeySlice, PartitionSlice, WritePlan
+from resources.plan import (
+    COUNT_ROWS_UP_TO_BYTES,
+    MAX_STAGES,
+    AddColumns,
+    CheckLengths,
+    PrepareStage,
+    Steps,
+    plan_summary,
+    plan_write,
+    stage_name,
+    table_to_create,
+)
+from resources.types import PgType
+
+KEYS: dict[str, Any] = {"none": None, "one": "id", "two": ["id", "region"]}
+SIZES = {"missing": 0, "empty": 0, "filled": 8192, "large": 1 << 30, "partitioned": 8192}
+PARTITION = (KeySlice("region", ("a",)),)
+
+COLUMNS = {
+    "id": Column("id", PgType("int8", display="bigint"), not_null=True),
+    "region": Column("region", PgType("text", display="text"), not_null=True),
+    "v": Column("v", PgType("float8", display="double precision")),
+}
+
+
+def frame(**extra: list[Any]) -> pd.DataFrame:
+    return pd.DataFrame({"id": [1, 2, 3], "region": ["a", "a", "a"], "v": [1.0, 2.0, 3.0], **extra})
+
+
+def catalog(
+    key: Sequence[str] = ("id",),
+    *,
+    size: int = 8192,
+    version: int = 18,
+    columns: dict[str, Column] | None = None,
+    kind: str = "r",
+    rules: bool = False,
+    stages: tuple[str, ...] = (),
+) -> Catalog:
+    table = TableFacts(
+        kind,
+        columns or COLUMNS,
+        (frozenset(key),) if key else (),
+        has_rules=rules,
+        size_bytes=size,
+    )
+    return Catalog(table, True, version, "UTC", stages)
+
+
+def planned(
+    options: WritePlan,
+    cat: Catalog,
+    data: pd.DataFrame | None = None,
+    partition: Sequence[PartitionSlice] = (),
+    **kwargs: Any,
+) -> Steps:
+    prepared = prepare_frame(frame() if data is None else data, options, partition)
+    return plan_write(options, cat, prepared, name="public.t", partition=partition, **kwargs)
+
+
+# (mode, key shape, table state) -> (steps, how row_count is known, how partition_row_count is)
+MATRIX = {
+    ("upsert", "one", "missing"): (
+        [
+            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
+        ],
+        "inserted",
+        None,
+    ),
+    ("upsert", "one", "empty"): (
+        [
+            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
+        ],
+        "inserted",
+        None,
+    ),
+    ("upsert", "one", "filled"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "count",
+        None,
+    ),
+    ("upsert", "one", "large"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "unknown",
+        None,
+    ),
+    ("upsert", "one", "partitioned"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "CheckRowsInPartition",
+            "CheckKeysInPartition",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "count",
+        "count",
+    ),
+    ("upsert", "two", "missing"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]",
+        ],
+        "inserted",
+        None,
+    ),
+    ("upsert", "two", "empty"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]",
+        ],
+        "inserted",
+        None,
+    ),
+    ("upsert", "two", "filled"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "count",
+        None,
+    ),
+    ("upsert", "two", "large"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "unknown",
+        None,
+    ),
+    ("upsert", "two", "partitioned"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "CheckRowsInPartition",
+            "CheckKeysInPartition",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "count",
+        "count",
+    ),
+    ("replace", "none", "missing"): (["CopyFrame(target)"], "inserted", None),
+    ("replace", "none", "empty"): (["CopyFrame(target)"], "inserted", None),
+    ("replace", "none", "filled"): (["Delete", "CopyFrame(target)"], "staged", None),
+    ("replace", "none", "large"): (["Delete", "CopyFrame(target)"], "staged", None),
+    ("replace", "none", "partitioned"): (
+        ["PrepareStage", "CopyFrame(stage)", "CheckRowsInPartition", "Delete", "Insert"],
+        "count",
+        "staged",
+    ),
+    ("replace", "one", "missing"): (
+        [
+            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
+        ],
+        "inserted",
+        None,
+    ),
+    ("replace", "one", "empty"): (
+        [
+            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
+        ],
+        "inserted",
+        None,
+    ),
+    ("replace", "one", "filled"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Delete",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "staged",
+        None,
+    ),
+    ("replace", "one", "large"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Delete",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "staged",
+        None,
+    ),
+    ("replace", "one", "partitioned"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "CheckRowsInPartition",
+            "CheckKeysInPartition",
+            "Delete",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "count",
+        "staged",
+    ),
+    ("replace", "two", "missing"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]",
+        ],
+        "inserted",
+        None,
+    ),
+    ("replace", "two", "empty"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]",
+        ],
+        "inserted",
+        None,
+    ),
+    ("replace", "two", "filled"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Delete",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "staged",
+        None,
+    ),
+    ("replace", "two", "large"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "Delete",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "staged",
+        None,
+    ),
+    ("replace", "two", "partitioned"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "CheckRowsInPartition",
+            "CheckKeysInPartition",
+            "Delete",
+            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+        ],
+        "count",
+        "staged",
+    ),
+    ("append", "none", "missing"): (["CopyFrame(target)"], "inserted", None),
+    ("append", "none", "empty"): (["CopyFrame(target)"], "inserted", None),
+    ("append", "none", "filled"): (["CopyFrame(target)"], "count", None),
+    ("append", "none", "large"): (["CopyFrame(target)"], "unknown", None),
+    ("append", "none", "partitioned"): (
+        ["PrepareStage", "CopyFrame(stage)", "CheckRowsInPartition", "Insert"],
+        "count",
+        "count",
+    ),
+    ("append", "one", "missing"): (
+        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        "inserted",
+        None,
+    ),
+    ("append", "one", "empty"): (
+        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        "inserted",
+        None,
+    ),
+    ("append", "one", "filled"): (
+        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        "count",
+        None,
+    ),
+    ("append", "one", "large"): (
+        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        "unknown",
+        None,
+    ),
+    ("append", "one", "partitioned"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "CheckRowsInPartition",
+            "RefuseRepeatedKeys",
+            "Insert",
+        ],
+        "count",
+        "count",
+    ),
+    ("append", "two", "missing"): (
+        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        "inserted",
+        None,
+    ),
+    ("append", "two", "empty"): (
+        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        "inserted",
+        None,
+    ),
+    ("append", "two", "filled"): (
+        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        "count",
+        None,
+    ),
+    ("append", "two", "large"): (
+        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        "unknown",
+        None,
+    ),
+    ("append", "two", "partitioned"): (
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "CheckRowsInPartition",
+            "RefuseRepeatedKeys",
+            "Insert",
+        ],
+        "count",
+        "count",
+    ),
+}
+
+
+@pytest.mark.parametrize(("mode", "key", "state"), list(MATRIX))
+def test_every_mode_table_state_and_key_shape(mode: str, key: str, state: str) -> None:
+    options = WritePlan.from_options(conflict_target=KEYS[key], write_mode=mode)
+    columns = options.conflict_target
+    partition = PARTITION if state == "partitioned" else ()
+    steps = planned(
+        options,
+        catalog(columns, size=SIZES[state]),
+        partition=partition,
+        empty=state in ("missing", "empty"),
+    )
+    assert (plan_summary(steps), steps.row_count, steps.partition_row_count) == MATRIX[
+        (mode, key, state)
+    ]
+
+
+def test_upsert_needs_a_key() -> None:
+    with pytest.raises(WritePlanError, match="needs a conflict_target"):
+        WritePlan.from_options(write_mode="upsert")
+
+
+def test_a_missing_table_is_created_from_the_frame_with_the_key_as_primary_key() -> None:
+    options = WritePlan.from_options(conflict_target=["id", "region"])
+    create = table_to_create(options, prepare_frame(frame(), options), "shop", catalog())
+    assert create.columns == (("id", "bigint"), ("region", "text"), ("v", "double precision"))
+    assert create.primary_key == ("id", "region")
+
+
+@pytest.mark.parametrize(
+    ("version", "rules", "merge"),
+    [
+        (18, False, True),
+        (17, False, True),
+        (16, False, False),
+        (15, False, False),
+        (18, True, False),
+    ],
+)
+def test_merge_statement_by_server_version_and_rules(
+    version: int, rules: bool, merge: bool
+) -> None:
+    steps = planned(
+        WritePlan.from_options(conflict_target="id"), catalog(version=version, rules=rules)
+    )
+    expected = (
+        "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]"
+        if merge
+        else "RefuseRepeatedKeys"
+    )
+    assert plan_summary(steps)[2] == expected
+
+
+def test_keep_last_numbers_the_stage_and_resolves_before_the_checks() -> None:
+    options = WritePlan.from_options(conflict_target="id", duplicates="keep_last")
+    steps = planned(options, catalog(), partition=PARTITION)
+    assert plan_summary(steps) == [
+        "PrepareStage",
+        "CopyFrame(stage)",
+        "KeepOnePerKey",
+        "CheckRowsInPartition",
+        "CheckKeysInPartition",
+        "Attempt[Merge(merge)|Merge(on_conflict)]",
+    ]
+    assert ("copy_upsert_row_number", "bigint") in steps.steps[0].columns  # type: ignore[union-attr]
+
+
+def test_a_new_column_is_added_after_the_checks_just_before_the_merge() -> None:
+    options = WritePlan.from_options(conflict_target="id")
+    steps = planned(options, catalog(), frame(extra=["x", "y", "z"]), partition=PARTITION)
+    summary = plan_summary(steps)
+    assert summary.index("AddColumns") == len(summary) - 2
+    assert steps.steps[-2] == AddColumns((("extra", "text"),))
+    assert ("extra", "text") in steps.table_columns
+
+
+def test_strict_schema_evolution_refuses_a_new_column() -> None:
+    options = WritePlan.from_options(conflict_target="id", schema_evolution="strict")
+    with pytest.raises(TableMismatchError, match=r"\['extra'\] .* schema_evolution is 'strict'"):
+        planned(options, catalog(), frame(extra=["x", "y", "z"]))
+
+
+def test_a_cast_stages_even_into_an_empty_table() -> None:
+    columns = {**COLUMNS, "id": Column("id", PgType("int4", display="integer"), not_null=True)}
+    steps = planned(
+        WritePlan.from_options(conflict_target="id"), catalog(columns=columns), empty=True
+    )
+    assert plan_summary(steps)[0] == "PrepareStage"
+    assert steps.casts == (("id", "bigint", "integer"),)
+
+
+def test_text_into_varchar_checks_lengths() -> None:
+    varchar = PgType("varchar", modifier=7, display="character varying(3)")
+    columns = {**COLUMNS, "region": Column("region", varchar, not_null=True)}
+    steps = planned(WritePlan.from_options(conflict_target="id"), catalog(columns=columns))
+    assert CheckLengths((("region", 3),)) in steps.steps
+
+
+@pytest.mark.parametrize(
+    ("table_type", "accepted"),
+    [
+        (PgType("timestamptz", modifier=6), True),
+        (PgType("timestamptz"), True),
+        (PgType("timestamptz", modifier=3), False),
+        (PgType("timestamp"), False),
+        (PgType("text"), False),
+    ],
+)
+def test_a_zoned_timestamp_goes_only_where_nothing_rounds(
+    table_type: PgType, accepted: bool
+) -> None:
+    columns = {**COLUMNS, "at": Column("at", table_type)}
+    data = frame(at=list(pd.to_datetime(["2024-01-01"] * 3, utc=True)))
+    options = WritePlan.from_options(conflict_target="id")
+    if accepted:
+        planned(options, catalog(columns=columns), data)
+    else:
+        with pytest.raises(TableMismatchError, match=r"column .at. of table public\.t is"):
+            planned(options, catalog(columns=columns), data)
+
+
+def test_a_session_keeps_at_most_max_stages() -> None:
+    options = WritePlan.from_options(conflict_target="id")
+    old = tuple(f"copy_upsert_stage_{i:016x}" for i in range(MAX_STAGES))
+    first = planned(options, catalog(stages=old)).steps[0]
+    assert isinstance(first, PrepareStage) and first.create and first.evict == old[:1]
+    reused = planned(options, catalog(stages=(*old[1:], first.name))).steps[0]
+    assert isinstance(reused, PrepareStage) and not reused.create and not reused.evict
+
+
+def test_the_stage_is_emptied_first_only_inside_a_callers_transaction() -> None:
+    options = WritePlan.from_options(conflict_target="id")
+    own = planned(options, catalog()).steps[0]
+    nested = planned(options, catalog(), nested=True).steps[0]
+    assert isinstance(own, PrepareStage) and not own.clear
+    assert isinstance(nested, PrepareStage) and nested.clear
+
+
+def test_frames_of_one_shape_share_a_stage() -> None:
+    assert stage_name([("a", "bigint")]) == stage_name([("a", "bigint")])
+    assert stage_name([("a", "bigint")]) != stage_name([("a", "text")])
+
+
+def test_exact_row_count_counts_a_large_table() -> None:
+    options = WritePlan.from_options(conflict_target="id", exact_row_count=True)
+    assert planned(options, catalog(size=COUNT_ROWS_UP_TO_BYTES * 10)).row_count == "count"
+
+
+def test_an_empty_frame_writes_nothing() -> None:
+    options = WritePlan.from_options(conflict_target="id", write_mode="replace")
+    assert planned(options, catalog(), frame().iloc[:0]).steps == ()
+
+
+@pytest.mark.parametrize(("kind", "description"), [("v", "a view"), ("p", "a partitioned table")])
+def test_only_plain_tables_are_written(kind: str, description: str) -> None:
+    with pytest.raises(TableMismatchError, match=rf"public\.t is {description}"):
+        planned(WritePlan.from_options(conflict_target="id"), catalog(kind=kind))
+
+
+def test_a_key_without_a_unique_index_is_refused() -> None:
+    with pytest.raises(
+        TableMismatchError, match=r"no unique index or constraint on exactly \['id'\]"
+    ):
+        planned(WritePlan.from_options(conflict_target="id"), catalog(key=()))
