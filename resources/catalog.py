@@ -1,8 +1,8 @@
 """Everything a write or a read needs to know about its table, in one round trip.
 
-:func:`read_catalog` also switches the transaction's ``TimeZone`` to UTC (``SET LOCAL``), so
-that converting between ``timestamp`` and ``timestamptz`` never depends on the server's or
-the role's setting, and returns the setting it replaced.
+:func:`read_catalog` also sets, for the transaction only (``SET LOCAL``), the settings that
+values depend on, whatever the server's or the role's defaults (:data:`SESSION_SETTINGS`),
+and returns those it replaced; :func:`restore_settings` puts them back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from .types import PgType
 
 # Staging tables are named with this prefix (see plan.stage_name).
 STAGE_PREFIX = "copy_upsert_stage_"
+
+# UTC: converting between timestamp and timestamptz never depends on the session. ISO: the
+# only date format Arrow parses. A positive extra_float_digits: floats print exactly.
+SESSION_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO", "extra_float_digits": "3"}
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,19 @@ class TableFacts:
 @dataclass(frozen=True)
 class Catalog:
     """What the server says about the target: the table (None when there is none), whether
-    its schema exists, the server's major version, the session's ``TimeZone`` before this
-    transaction set it to UTC, and the session's staging tables, oldest first."""
+    its schema exists, the server's major version, the session's values of
+    :data:`SESSION_SETTINGS` before this transaction set them, and the session's staging
+    tables, oldest first."""
 
     table: TableFacts | None
     schema_exists: bool
     server_version: int
-    previous_time_zone: str
+    previous_settings: Mapping[str, str]
     stages: tuple[str, ...] = ()
 
 
-# The uncorrelated subqueries run in the order of the select list: the previous TimeZone is
-# read before set_config replaces it. JSON travels as text, whatever codecs the connection has.
+# The select list runs in order: each previous setting is read before set_config replaces
+# it. JSON travels as text, whatever codecs the connection has.
 _QUERY = r"""
 WITH target AS (
     SELECT c.oid, c.relkind::text AS kind, c.relhasrules AS has_rules,
@@ -69,8 +74,11 @@ WITH target AS (
     WHERE n.nspname = $1 AND c.relname = $2
 )
 SELECT
-    current_setting('TimeZone') AS previous_time_zone,
-    set_config('TimeZone', 'UTC', true) AS time_zone,
+    current_setting('TimeZone') AS "TimeZone",
+    current_setting('DateStyle') AS "DateStyle",
+    current_setting('extra_float_digits') AS extra_float_digits,
+    set_config('TimeZone', $4, true), set_config('DateStyle', $5, true),
+    set_config('extra_float_digits', $6, true),
     EXISTS (SELECT FROM pg_namespace WHERE nspname = $1) AS schema_exists,
     (SELECT json_build_object(
         'kind', kind, 'has_rules', has_rules, 'size_bytes', size_bytes,
@@ -89,11 +97,23 @@ SELECT
         'array', e.oid IS NOT NULL,
         'domain', t.typtype = 'd',
         'modifier', CASE WHEN a.atttypmod <> -1 THEN a.atttypmod
-                         WHEN t.typtype = 'd' THEN t.typtypmod ELSE -1 END
+                         ELSE base.typmod END
      ) ORDER BY a.attnum)::text
      FROM pg_attribute AS a
      JOIN pg_type AS t ON t.oid = a.atttypid
-     JOIN pg_type AS b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+     CROSS JOIN LATERAL (
+        WITH RECURSIVE chain AS (
+            SELECT t.oid, t.typtype, t.typbasetype, t.typtypmod, 0 AS depth
+            UNION ALL
+            SELECT d.oid, d.typtype, d.typbasetype, d.typtypmod, chain.depth + 1
+            FROM chain JOIN pg_type AS d ON d.oid = chain.typbasetype
+            WHERE chain.typtype = 'd'
+        )
+        SELECT (SELECT oid FROM chain WHERE typtype <> 'd') AS oid,
+               coalesce((SELECT typtypmod FROM chain WHERE typtype = 'd' AND typtypmod <> -1
+                         ORDER BY depth LIMIT 1), -1) AS typmod
+     ) AS base
+     JOIN pg_type AS b ON b.oid = base.oid
      LEFT JOIN pg_type AS e ON b.typcategory = 'A' AND b.typelem <> 0 AND e.oid = b.typelem
      WHERE a.attrelid = (SELECT oid FROM target) AND a.attnum > 0 AND NOT a.attisdropped
     ) AS columns,
@@ -112,9 +132,10 @@ SELECT
 
 
 async def read_catalog(driver: asyncpg.Connection, schema: str, table: str) -> Catalog:
-    """Read the facts about ``schema.table`` (names as stored, unquoted) and set the
-    transaction's TimeZone to UTC. Run it inside the write's or read's transaction."""
-    row = await driver.fetchrow(_QUERY, schema, table, STAGE_PREFIX)
+    """Read the facts about ``schema.table`` (names as stored, unquoted) and set
+    :data:`SESSION_SETTINGS` for the transaction. Run it inside the write's or read's
+    transaction."""
+    row = await driver.fetchrow(_QUERY, schema, table, STAGE_PREFIX, *SESSION_SETTINGS.values())
     target = _json(row["target"])
     facts = None
     if target is not None:
@@ -145,8 +166,17 @@ async def read_catalog(driver: asyncpg.Connection, schema: str, table: str) -> C
         table=facts,
         schema_exists=row["schema_exists"],
         server_version=driver.get_server_version().major,
-        previous_time_zone=row["previous_time_zone"],
+        previous_settings={name: row[name] for name in SESSION_SETTINGS},
         stages=tuple(_json(row["stages"]) or ()),
+    )
+
+
+async def restore_settings(driver: asyncpg.Connection, catalog: Catalog) -> None:
+    """Put back the settings :func:`read_catalog` changed. Needed only inside a caller's
+    transaction: ours is then a savepoint, and SET LOCAL outlives a released savepoint."""
+    await driver.execute(
+        "SELECT " + ", ".join(f"set_config(${i * 2 + 1}, ${i * 2 + 2}, true)" for i in range(3)),
+        *(value for pair in catalog.previous_settings.items() for value in pair),
     )
 
 

@@ -29,8 +29,8 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import plan as planner
-from . import sql, write
-from .catalog import read_catalog
+from . import read, sql, write
+from .catalog import read_catalog, restore_settings
 from .errors import Operation, translate
 from .frame import PreparedFrame, prepare_frame
 from .options import (
@@ -43,7 +43,7 @@ from .options import (
     WritePlan,
     WriteResult,
 )
-from .read import driver_connection, read_table
+from .read import driver_connection
 
 __all__ = [
     "Duplicates",
@@ -135,7 +135,7 @@ async def _write(
         # Re-read: another writer may have created the table first, with other columns.
         catalog = replace(
             await read_catalog(driver, schema, table),
-            previous_time_zone=catalog.previous_time_zone,
+            previous_settings=catalog.previous_settings,
         )
     empty = False
     if catalog.table is not None and planner.needs_empty_probe(options, catalog.table, frame):
@@ -154,8 +154,7 @@ async def _write(
     row_count = await write.count(job, steps.row_count, counts, where=False)
     partition_row_count = await write.count(job, steps.partition_row_count, counts, where=True)
     if nested:
-        # SET LOCAL would outlive our savepoint, into the caller's transaction.
-        await driver.execute("SELECT set_config('TimeZone', $1, true)", catalog.previous_time_zone)
+        await restore_settings(driver, catalog)
     return WriteResult(
         rows_staged=counts.staged,
         rows_inserted=counts.inserted,
@@ -166,3 +165,32 @@ async def _write(
         partition_row_count=partition_row_count,
         columns=steps.table_columns,
     )
+
+
+async def read_table(
+    conn: AsyncConnection,
+    *,
+    schema: str,
+    table: str,
+    columns: Sequence[str] | None = None,
+    partition: Sequence[PartitionSlice] = (),
+) -> pd.DataFrame:
+    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into a DataFrame.
+
+    The rows travel as ``COPY (SELECT ...) TO STDOUT`` and are decoded by Arrow with the
+    table's column types (see the README's type table), in one read-only transaction.
+
+    Raises:
+        TableMismatchError: the table or a requested column does not exist.
+        DatabaseError: the server refused the read (a missing privilege, a timeout) or the
+            connection was lost.
+    """
+    try:
+        return await read.read_frame(
+            conn, schema=schema, table=table, columns=columns, partition=partition
+        )
+    except Exception as exc:
+        translated = translate(exc, Operation("read", f"{schema}.{table}"))
+        if translated is exc:
+            raise
+        raise translated from exc

@@ -12,7 +12,7 @@ import binascii
 import decimal
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -24,13 +24,13 @@ import pyarrow.csv as pa_csv
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .catalog import Column, read_catalog
-from .errors import TableMismatchError, WritePlanError
+from .catalog import Column, read_catalog, restore_settings
+from .errors import ConfigurationError, TableMismatchError
 from .options import PartitionSlice
 from .sql import partition_filter, qualified, read_select
 from .types import read_type
 
-__all__ = ["CsvDecoder", "driver_connection", "read_table"]
+__all__ = ["CsvDecoder", "driver_connection", "read_frame"]
 
 
 async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
@@ -38,7 +38,7 @@ async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
     way: ``(await conn.get_raw_connection()).driver_connection``).
 
     Raises:
-        WritePlanError: the engine does not use the asyncpg driver.
+        ConfigurationError: the engine does not use the asyncpg driver.
     """
     if conn.in_transaction():
         # SQLAlchemy begins the driver's transaction at its first statement, not at begin():
@@ -47,14 +47,14 @@ async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     if not isinstance(driver, asyncpg.Connection):
-        raise WritePlanError(
+        raise ConfigurationError(
             f"copy_upsert and read_table need the asyncpg driver, got {type(driver).__name__}: "
             "use a postgresql+asyncpg:// URL"
         )
     return driver
 
 
-async def read_table(
+async def read_frame(
     conn: AsyncConnection,
     *,
     schema: str,
@@ -72,8 +72,6 @@ async def read_table(
         TableMismatchError: the table or a requested column does not exist.
     """
     driver = await driver_connection(conn)
-    # Inside a caller's transaction ours is a savepoint, and what SET LOCAL changes outlives
-    # a released savepoint: the settings this read changes are put back before it ends.
     nested = driver.is_in_transaction()
     async with driver.transaction(readonly=True):
         catalog = await read_catalog(driver, schema, table)
@@ -90,8 +88,6 @@ async def read_table(
             )
         selected = {name: stored[name] for name in names}
         query, params = read_query(schema, table, selected, partition, stored)
-        changed = {"TimeZone": catalog.previous_time_zone}
-        changed |= await _set_local(driver, _output_settings(driver, selected.values()))
         decoder = CsvDecoder(selected)
         try:
             status = await driver.copy_from_query(query, *params, output=decoder.feed, format="csv")
@@ -99,7 +95,7 @@ async def read_table(
             await decoder.close()
             raise
         if nested:
-            await _set_local(driver, changed)
+            await restore_settings(driver, catalog)
     return await decoder.frame(rows=_affected(status))
 
 
@@ -118,43 +114,6 @@ def read_query(
     if where:
         query += f" WHERE {where}"
     return query, params
-
-
-# Arrow parses dates and timestamps only as ISO prints them, and float8out rounds unless
-# extra_float_digits is positive (any positive value prints the shortest exact form).
-_ISO_DATES = "ISO"
-_EXACT_FLOAT_DIGITS = "3"
-_FLOATS = frozenset({"float4", "float8"})
-_DATES = frozenset({"date", "timestamp", "timestamptz"})
-
-
-def _output_settings(driver: asyncpg.Connection, columns: Iterable[Column]) -> dict[str, str]:
-    """The settings to change so that PostgreSQL prints these columns as Arrow parses them.
-    The server reports every change of DateStyle, so that check costs nothing; it does not
-    report extra_float_digits, which is set whenever a float column is read."""
-    names = {column.type.name for column in columns}
-    settings = {}
-    date_style = str(getattr(driver.get_settings(), "DateStyle", ""))
-    if names & _DATES and not date_style.startswith(_ISO_DATES):
-        settings["DateStyle"] = _ISO_DATES
-    if names & _FLOATS:
-        settings["extra_float_digits"] = _EXACT_FLOAT_DIGITS
-    return settings
-
-
-# The select list runs left to right: each setting is read before set_config replaces it.
-_SET_LOCAL = """
-SELECT name, current_setting(name) AS previous, set_config(name, value, true)
-FROM unnest($1::text[], $2::text[]) AS s(name, value)
-"""
-
-
-async def _set_local(driver: asyncpg.Connection, settings: Mapping[str, str]) -> dict[str, str]:
-    """Set ``settings`` for the rest of the transaction; return what they were."""
-    if not settings:
-        return {}
-    rows = await driver.fetch(_SET_LOCAL, list(settings), list(settings.values()))
-    return {row["name"]: row["previous"] for row in rows}
 
 
 def _affected(status: str) -> int:

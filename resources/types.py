@@ -206,6 +206,12 @@ _FINITE_TIMESTAMP = (
 )
 # Microseconds; an interval's month counts 30 days, as PostgreSQL's own epoch does.
 _MICROSECONDS = "(extract(epoch FROM {}) * 1000000)::bigint"
+# An infinite interval (PostgreSQL 17+) has no bigint: it reads as the largest or smallest
+# timedelta64[us] (NaT is the smallest int64).
+_INTERVAL_MICROSECONDS = (
+    "CASE WHEN isfinite({}) IS NOT FALSE THEN (extract(epoch FROM {}) * 1000000)::bigint "
+    "WHEN {} > INTERVAL '0' THEN 9223372036854775807 ELSE -9223372036854775807 END"
+)
 
 _TEXT = ReadType(pa.large_string())
 
@@ -222,7 +228,7 @@ READ_TYPES: Mapping[str, ReadType] = {
         pa.timestamp("us", tz="UTC"), select=_FINITE_TIMESTAMP.format(type="TIMESTAMPTZ")
     ),
     "time": ReadType(pa.int64(), "micros_time", _MICROSECONDS),
-    "interval": ReadType(pa.int64(), "micros_interval", _MICROSECONDS),
+    "interval": ReadType(pa.int64(), "micros_interval", _INTERVAL_MICROSECONDS),
     "numeric": ReadType(pa.large_string(), "decimal"),
     "uuid": ReadType(pa.large_string(), "uuid"),
     "json": ReadType(pa.large_string(), "json"),

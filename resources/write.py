@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from . import plan, sql
+from . import sql, steps
 from .errors import FrameError, TableMismatchError
 from .frame import ROW_NUMBER_COLUMN, PreparedFrame
 from .options import WritePlan
@@ -22,7 +22,7 @@ PROGRESS_EVERY_SECONDS = 5.0
 # Lock key of the creators of a schema's tables (see create_table).
 _CREATE_LOCK = "dagster-copy-upsert:{}"
 
-# The SQLSTATE condition names a plan.Attempt may fall back on.
+# The SQLSTATE condition names a steps.Attempt may fall back on.
 CONDITIONS: dict[str, type[asyncpg.PostgresError]] = {
     "unique_violation": asyncpg.UniqueViolationError,
     "cardinality_violation": asyncpg.CardinalityViolationError,
@@ -60,7 +60,7 @@ class Write:
     table: str
     frame: PreparedFrame
     options: WritePlan
-    planned: plan.Steps
+    planned: steps.Steps
     progress: Callable[[str], None]
 
     @property
@@ -72,7 +72,7 @@ class Write:
         return sql.qualified(self.schema, self.table)
 
 
-async def create_table(driver: asyncpg.Connection, step: plan.CreateTable, table: str) -> None:
+async def create_table(driver: asyncpg.Connection, step: steps.CreateTable, table: str) -> None:
     """Create the schema if missing, then the table. Parallel steps may create the same
     schema or tables in it at once; IF NOT EXISTS alone still races in the catalog (a unique
     violation), so creators take turns."""
@@ -85,15 +85,17 @@ async def create_table(driver: asyncpg.Connection, step: plan.CreateTable, table
     await driver.execute(create)
 
 
-async def run(write: Write, steps: Sequence[plan.Step], before: Counts = Counts()) -> Counts:
-    """Run ``steps`` in order; return what they did (``before``: what earlier steps did)."""
+async def run(write: Write, todo: Sequence[steps.Step], before: Counts = Counts()) -> Counts:
+    """Run the steps in order; return what they did (``before``: what earlier steps did)."""
     done = Counts()
-    for step in steps:
+    for step in todo:
         done += await _run(write, step, before + done)
     return done
 
 
-async def count(write: Write, how: plan.RowCount | None, counts: Counts, where: bool) -> int | None:
+async def count(
+    write: Write, how: steps.RowCount | None, counts: Counts, where: bool
+) -> int | None:
     """A row count after the write, known as the plan says."""
     if how == "inserted":
         return counts.inserted
@@ -106,30 +108,30 @@ async def count(write: Write, how: plan.RowCount | None, counts: Counts, where: 
     return None
 
 
-async def _run(write: Write, step: plan.Step, so_far: Counts) -> Counts:
+async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
     driver, stage, planned = write.driver, write.planned.stage, write.planned
     match step:
-        case plan.Attempt():
+        case steps.Attempt():
             try:
                 async with driver.transaction():
                     return await run(write, step.steps, so_far)
             except tuple(CONDITIONS[name] for name in step.unless):
                 return await run(write, step.otherwise, so_far)
-        case plan.PrepareStage():
+        case steps.PrepareStage():
             script = sql.prepare_stage(
                 step.name, step.columns, create=step.create, clear=step.clear, evict=step.evict
             )
             if script:
                 await driver.execute(script)
-        case plan.CopyFrame(into="stage"):
+        case steps.CopyFrame(into="stage"):
             rows = await _copy(write, None, stage, numbered=step.numbered)
             if step.analyze:
                 await driver.execute(f"ANALYZE {sql.quote_ident(stage)}")
             return Counts(staged=rows)
-        case plan.CopyFrame(into="target"):
+        case steps.CopyFrame(into="target"):
             rows = await _copy(write, write.schema, write.table)
             return Counts(staged=rows, inserted=rows)
-        case plan.KeepOnePerKey():
+        case steps.KeepOnePerKey():
             status = await driver.execute(
                 sql.delete_repeated_keys(
                     stage,
@@ -139,18 +141,18 @@ async def _run(write: Write, step: plan.Step, so_far: Counts) -> Counts:
                 )
             )
             return Counts(staged=-_affected(status))
-        case plan.CheckLengths():
+        case steps.CheckLengths():
             await _check_lengths(write, step)
-        case plan.CheckRowsInPartition():
+        case steps.CheckRowsInPartition():
             await _check_rows_in_partition(write, step)
-        case plan.CheckKeysInPartition():
+        case steps.CheckKeysInPartition():
             await _check_keys_in_partition(write)
-        case plan.RefuseRepeatedKeys():
+        case steps.RefuseRepeatedKeys():
             await _refuse_repeated_keys(write)
-        case plan.AddColumns():
+        case steps.AddColumns():
             await driver.execute(sql.add_columns(write.target, step.columns))
             write.progress(f"added columns {[c for c, _ in step.columns]} to {write.name}")
-        case plan.Delete():
+        case steps.Delete():
             where = planned.where if step.partitioned else None
             key = write.options.conflict_target
             statement = (
@@ -160,18 +162,18 @@ async def _run(write: Write, step: plan.Step, so_far: Counts) -> Counts:
             )
             params = planned.params if where else ()
             return Counts(deleted=_affected(await driver.execute(statement, *params)))
-        case plan.Insert() | plan.Merge():
+        case steps.Insert() | steps.Merge():
             return await _merge(write, step, so_far)
     return Counts()
 
 
-async def _merge(write: Write, step: plan.Insert | plan.Merge, so_far: Counts) -> Counts:
+async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts) -> Counts:
     """Apply the stage to the table, naming the column whose cast fails, if one does."""
     write.progress(f"merging {so_far.staged:,} staged rows into {write.name}")
     started = time.monotonic()
     key = write.options.conflict_target
     columns = write.frame.columns
-    if isinstance(step, plan.Insert):
+    if isinstance(step, steps.Insert):
         statement = sql.insert_from_stage(
             write.planned.stage, write.target, columns, key if step.in_key_order else ()
         )
@@ -191,11 +193,11 @@ async def _merge(write: Write, step: plan.Insert | plan.Merge, so_far: Counts) -
         )
     try:
         if not write.planned.casts:
-            counts = await _execute(write.driver, statement, isinstance(step, plan.Insert))
+            counts = await _execute(write.driver, statement, isinstance(step, steps.Insert))
         else:
             # A savepoint, so that a failed cast can be diagnosed column by column.
             async with write.driver.transaction():
-                counts = await _execute(write.driver, statement, isinstance(step, plan.Insert))
+                counts = await _execute(write.driver, statement, isinstance(step, steps.Insert))
     except _CAST_FAILURES as exc:
         raise await _diagnose(write) or exc from exc
     write.progress(f"merged into {write.name} in {time.monotonic() - started:.1f} s")
@@ -243,7 +245,7 @@ async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool 
             copying.cancel()
 
 
-async def _check_lengths(write: Write, step: plan.CheckLengths) -> None:
+async def _check_lengths(write: Write, step: steps.CheckLengths) -> None:
     """varchar(n) trims trailing spaces beyond n without a word: refuse longer text."""
     for column, limit in step.limits:
         value = await write.driver.fetchval(sql.too_long(write.planned.stage, column), limit)
@@ -254,7 +256,7 @@ async def _check_lengths(write: Write, step: plan.CheckLengths) -> None:
             )
 
 
-async def _check_rows_in_partition(write: Write, step: plan.CheckRowsInPartition) -> None:
+async def _check_rows_in_partition(write: Write, step: steps.CheckRowsInPartition) -> None:
     where = write.planned.where or "true"
     outside = await write.driver.fetchrow(
         sql.outside_partition(write.planned.stage, step.columns, where), *write.planned.params

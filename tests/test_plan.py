@@ -16,15 +16,12 @@ from resources.options import KeySlice, PartitionSlice, WritePlan
 from resources.plan import (
     COUNT_ROWS_UP_TO_BYTES,
     MAX_STAGES,
-    AddColumns,
-    CheckLengths,
-    PrepareStage,
-    Steps,
     plan_summary,
     plan_write,
     stage_name,
     table_to_create,
 )
+from resources.steps import AddColumns, CheckLengths, PrepareStage, Steps
 from resources.types import PgType
 
 KEYS: dict[str, Any] = {"none": None, "one": "id", "two": ["id", "region"]}

@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resources import PostgresResource
+from resources import PostgresResource, read_table
 from resources.errors import TableMismatchError
 from resources.options import KeySlice, TimeWindowSlice
-from resources.read import ARROW_BLOCK_BYTES, CSV_PIECE_BYTES, read_table
+from resources.read import ARROW_BLOCK_BYTES, CSV_PIECE_BYTES
 
 from .conftest import Database, new_database
 
@@ -312,11 +312,6 @@ def test_infinity_reads_as_the_largest_and_smallest_values(
     assert read.iloc[3, 1:].isna().all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="types.py sends an interval as bigint microseconds, and PostgreSQL 17+ cannot "
-    "convert an infinite interval to bigint",
-)
 def test_infinite_interval_reads_as_the_largest_and_smallest_values(
     postgres: PostgresResource, db: Database
 ) -> None:
@@ -332,10 +327,6 @@ def test_infinite_interval_reads_as_the_largest_and_smallest_values(
     assert got[:3] == [largest, -largest, pd.Timedelta(days=1)] and got[3] is pd.NaT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog.py resolves one level of domain: a domain over a domain is read as text",
-)
 def test_a_domain_over_a_domain_reads_as_its_base_type(
     postgres: PostgresResource, db: Database
 ) -> None:

@@ -1,0 +1,159 @@
+"""The steps of a write, as plain data: what :mod:`resources.plan` decides and
+:mod:`resources.write` carries out. Each step is one statement or check (``Attempt`` nests
+steps with their fallback)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# ---- steps --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateTable:
+    """Create the schema if it is missing, then the table, typed from the frame, with a
+    primary key on the conflict target. Parallel creators take turns on an advisory lock."""
+
+    schema: str
+    columns: tuple[tuple[str, str], ...]
+    primary_key: tuple[str, ...]
+    # CREATE SCHEMA needs the CREATE privilege on the database even with IF NOT EXISTS.
+    create_schema: bool = True
+
+
+@dataclass(frozen=True)
+class PrepareStage:
+    """Make the staging table ready: drop ``evict`` (the session's oldest stages), create
+    ``name`` unless the session has it, and empty it when ``clear`` (an earlier write in the
+    caller's still open transaction may have left rows)."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    create: bool
+    clear: bool
+    evict: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CopyFrame:
+    """Binary COPY of the frame into ``table`` (the stage, or the target itself), with each
+    row's position in the frame when ``numbered``; ``analyze`` the stage afterwards."""
+
+    into: Literal["stage", "target"]
+    numbered: bool = False
+    analyze: bool = False
+
+
+@dataclass(frozen=True)
+class KeepOnePerKey:
+    """Delete every staged copy of a key but the first (or the last) in the frame."""
+
+    keep_last: bool
+
+
+@dataclass(frozen=True)
+class CheckLengths:
+    """Refuse staged text longer than a varchar(n) column holds (it would be trimmed)."""
+
+    limits: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class CheckRowsInPartition:
+    """Refuse staged rows outside the partition being written."""
+
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CheckKeysInPartition:
+    """Refuse a staged key stored in another partition: the merge would move its row."""
+
+
+@dataclass(frozen=True)
+class RefuseRepeatedKeys:
+    """Refuse a key staged more than once, naming one, how many and in how many rows."""
+
+
+@dataclass(frozen=True)
+class AddColumns:
+    """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` for frame columns the table lacks."""
+
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete the table's rows (those of the partition only, when ``partitioned``), or with
+    ``missing_only`` only those whose key is not staged."""
+
+    partitioned: bool
+    missing_only: bool = False
+
+
+@dataclass(frozen=True)
+class Insert:
+    """INSERT the staged rows as they are (in key order when ``in_key_order``)."""
+
+    in_key_order: bool = False
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Insert or update the staged rows by key: with ``MERGE`` or ``INSERT ... ON
+    CONFLICT``. ``refuse_repeated`` makes the MERGE fail on a key staged twice."""
+
+    statement: Literal["merge", "on_conflict"]
+    on_conflict: Literal["update", "nothing"]
+    update_columns: tuple[str, ...]
+    refuse_repeated: bool = False
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Run ``steps`` in a savepoint; when the server refuses them with one of ``unless``
+    (SQLSTATE condition names), roll back to the savepoint and run ``otherwise`` instead."""
+
+    steps: tuple[Step, ...]
+    unless: tuple[str, ...]
+    otherwise: tuple[Step, ...]
+
+
+Step = (
+    CreateTable
+    | PrepareStage
+    | CopyFrame
+    | KeepOnePerKey
+    | CheckLengths
+    | CheckRowsInPartition
+    | CheckKeysInPartition
+    | RefuseRepeatedKeys
+    | AddColumns
+    | Delete
+    | Insert
+    | Merge
+    | Attempt
+)
+
+# How a count in the result is known: from the write's own counts, by counting, or not at all.
+RowCount = Literal["inserted", "staged", "count", "unknown"]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A planned write. ``stage`` is the staging table's name ("" on the direct path),
+    ``where``/``params`` the partition filter on alias ``t``, ``casts`` the (column, staged
+    type, table type) triples the merge casts (to name the column a cast fails on),
+    ``row_count``/``partition_row_count`` how the result's counts are known, ``columns``
+    the table's (name, type) pairs after the write."""
+
+    steps: tuple[Step, ...]
+    columns: tuple[str, ...]
+    stage: str = ""
+    where: str | None = None
+    params: tuple[Any, ...] = ()
+    casts: tuple[tuple[str, str, str], ...] = ()
+    row_count: RowCount = "unknown"
+    partition_row_count: RowCount | None = None
+    table_columns: tuple[tuple[str, str], ...] = field(default=())
