@@ -1,9 +1,11 @@
 """One of several writers run at once by test_concurrency.py:
 
-    python -m tests.concurrent_writer URL WRITER ROUNDS
+    python -m tests.concurrent_writer URL WRITER ROUNDS MERGE_PATH
 
 Each round upserts a random, randomly ordered set of keys of one table, with values that
-say which writer and round wrote them, and prints the keys it wrote as JSON.
+say which writer and round wrote them, and prints the keys it wrote as JSON. MERGE_PATH
+"on_conflict" forces INSERT ... ON CONFLICT on servers that have MERGE (see
+conftest.merge_path).
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import sys
 import numpy as np
 import pandas as pd
 
+import resources.plan
 from resources import PostgresResource, WritePlan, copy_upsert
 
 KEYS = 1000
 PER_ROUND = 300
 
 
-def main(url: str, writer: int, rounds: int) -> None:
+def main(url: str, writer: int, rounds: int, merge_path: str) -> None:
+    if merge_path == "on_conflict":
+        resources.plan.MERGE_RETURNING_SINCE = 10**6
     postgres = PostgresResource(url=url, application_name=f"writer-{writer}")
     plan = WritePlan.from_options(conflict_target="id")
     rng = np.random.default_rng(writer)
@@ -41,4 +46,4 @@ def main(url: str, writer: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+import resources.plan
 from resources import PostgresResource
 
 _database_numbers = itertools.count()
@@ -53,6 +54,33 @@ def server_url() -> Iterator[str]:
             )
             with server:
                 yield server.get_uri()
+
+
+@pytest.fixture(scope="session")
+def server_version(server_url: str) -> int:
+    """The test server's major version."""
+
+    async def version() -> int:
+        conn = await asyncpg.connect(server_url)
+        try:
+            return conn.get_server_version().major
+        finally:
+            await conn.close()
+
+    return int(run(version()))
+
+
+@pytest.fixture(params=["merge", "on_conflict"])
+def merge_path(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, server_version: int
+) -> str:
+    """Run the test on both merge statements: ``MERGE`` (PostgreSQL 17+) and ``INSERT ... ON
+    CONFLICT``, which 15 and 16 always take, forced here on newer servers too."""
+    if request.param == "merge" and server_version < resources.plan.MERGE_RETURNING_SINCE:
+        pytest.skip(f"MERGE ... RETURNING needs PostgreSQL {resources.plan.MERGE_RETURNING_SINCE}")
+    if request.param == "on_conflict":
+        monkeypatch.setattr(resources.plan, "MERGE_RETURNING_SINCE", 10**6)
+    return str(request.param)
 
 
 def run(coro: Any) -> Any:

@@ -19,18 +19,21 @@ from resources import PostgresResource, WritePlan, WriteResult, copy_upsert
 
 from .conftest import Database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("merge_path")]
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITERS = 8
 ROUNDS = 5
 
 
-def test_eight_writers_lose_and_duplicate_nothing(database_url: str, db: Database) -> None:
+def test_eight_writers_lose_and_duplicate_nothing(
+    database_url: str, db: Database, merge_path: str
+) -> None:
     db.execute("CREATE TABLE shared (id bigint PRIMARY KEY, v text NOT NULL)")
+    writer = ["-m", "tests.concurrent_writer", database_url]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.concurrent_writer", database_url, str(w), str(ROUNDS)],
+            [sys.executable, *writer, str(w), str(ROUNDS), merge_path],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

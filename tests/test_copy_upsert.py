@@ -17,6 +17,9 @@ from resources.frame import ROW_NUMBER_COLUMN
 
 from .conftest import Database
 
+# Every test runs on both merge statements (see conftest.merge_path).
+pytestmark = pytest.mark.usefixtures("merge_path")
+
 
 def test_seed_failure_temp_table_vanishes_without_an_explicit_transaction(
     postgres: PostgresResource,

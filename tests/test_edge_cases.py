@@ -32,6 +32,9 @@ from .conftest import Database
 
 KEYED = WritePlan.from_options(conflict_target="id")
 
+# Every test runs on both merge statements (see conftest.merge_path).
+pytestmark = pytest.mark.usefixtures("merge_path")
+
 
 def write(
     postgres: PostgresResource,
