@@ -15,6 +15,7 @@ import asyncpg
 import pandas as pd
 import pytest
 
+import resources.write
 from resources import PostgresResource, WritePlan, WriteResult, copy_upsert
 
 from .conftest import Database
@@ -125,3 +126,61 @@ def test_a_key_another_writer_inserts_meanwhile_is_waited_for_then_merged(
         {"k": "c", "v": stored_c},
         {"k": "d", "v": 4.0},
     ]
+
+
+def test_a_key_lookup_waits_only_for_the_merge_when_a_write_adds_a_column(
+    database_url: str, db: Database, merge_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ALTER TABLE ... ADD COLUMN takes an ACCESS EXCLUSIVE lock until the commit: it runs
+    after the stage is copied and checked, just before the merge, so another session's
+    primary-key lookup waits for the merge alone, never for the COPY."""
+    monkeypatch.setattr(resources.write, "PROGRESS_EVERY_SECONDS", 0.0)
+    rows = 400_000
+    db.execute(
+        "CREATE TABLE wide (id bigint PRIMARY KEY, v float8);"
+        f"INSERT INTO wide SELECT g, g FROM generate_series(1, {rows}) AS g"
+    )
+    frame = pd.DataFrame({"id": range(rows, 0, -1), "v": [0.5] * rows, "extra": ["x"] * rows})
+    events: list[tuple[float, str]] = []
+    writer = PostgresResource(url=database_url)
+    done = threading.Event()
+    lookups: list[tuple[float, float]] = []
+
+    async def look_up() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            while not done.is_set():
+                start = time.monotonic()
+                await conn.fetchval("SELECT v FROM wide WHERE id = 1")
+                lookups.append((start, time.monotonic()))
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    reader = threading.Thread(target=lambda: asyncio.run(look_up()))
+    reader.start()
+    try:
+        result = writer.run(
+            lambda conn: copy_upsert(
+                conn,
+                frame,
+                schema="public",
+                table="wide",
+                plan=WritePlan.from_options(conflict_target="id"),
+                progress=lambda m: events.append((time.monotonic(), m)),
+            )
+        )
+    finally:
+        done.set()
+        reader.join()
+        writer.dispose()
+    assert result.rows_updated == rows
+    copied = max(t for t, m in events if m.startswith("copied"))
+    added = next(t for t, m in events if m.startswith("added columns"))
+    merged = next(t for t, m in events if m.startswith("merged into"))
+    # The column is added once every row is staged; from then on the table is locked.
+    assert copied < added
+    assert any(end < added for _, end in lookups), "no lookup ran while the frame was staged"
+    longest = max(end - start for start, end in lookups)
+    assert longest <= (merged - added) + 0.5, (longest, merged - added)
+    assert db.fetch("SELECT extra, v FROM wide WHERE id = 7") == [{"extra": "x", "v": 0.5}]
