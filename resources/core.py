@@ -23,15 +23,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import NoReturn
 
 import asyncpg
 import pandas as pd
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import plan as planner
 from . import read, sql, write
 from .catalog import read_catalog, restore_settings
-from .errors import Operation, translate
+from .errors import ConfigurationError, Operation, translate
 from .frame import PreparedFrame, prepare_frame
 from .options import (
     Duplicates,
@@ -43,7 +45,6 @@ from .options import (
     WritePlan,
     WriteResult,
 )
-from .read import driver_connection
 
 __all__ = [
     "Duplicates",
@@ -111,10 +112,7 @@ async def copy_upsert(
                 progress(f"retrying the write to {schema}.{table} after: {exc}")
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
-            translated = translate(exc, replace(operation, connection_closed=driver.is_closed()))
-            if translated is exc:
-                raise
-            raise translated from exc
+            _raise_translated(exc, operation, driver)
     raise AssertionError("unreachable")
 
 
@@ -185,12 +183,46 @@ async def read_table(
         DatabaseError: the server refused the read (a missing privilege, a timeout) or the
             connection was lost.
     """
+    driver = await driver_connection(conn)
     try:
         return await read.read_frame(
-            conn, schema=schema, table=table, columns=columns, partition=partition
+            driver, schema=schema, table=table, columns=columns, partition=partition
         )
     except Exception as exc:
-        translated = translate(exc, Operation("read", f"{schema}.{table}"))
-        if translated is exc:
-            raise
-        raise translated from exc
+        _raise_translated(exc, Operation("read", f"{schema}.{table}"), driver)
+        raise AssertionError("unreachable") from None
+
+
+def _raise_translated(exc: Exception, operation: Operation, driver: asyncpg.Connection) -> NoReturn:
+    """Raise what :func:`errors.translate` makes of ``exc``, from the driver's error."""
+    closed = driver.is_closed()
+    context = exc.__context__
+    if closed and isinstance(exc, asyncpg.InterfaceError) and isinstance(context, Exception):
+        # asyncpg's Transaction.__aexit__ raised its own "the underlying connection is
+        # closed" in place of the error that closed it.
+        exc = context
+    translated = translate(exc, replace(operation, connection_closed=closed))
+    if translated is exc:
+        raise exc
+    raise translated from exc
+
+
+async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection behind a SQLAlchemy async connection (SQLAlchemy's documented
+    way: ``(await conn.get_raw_connection()).driver_connection``).
+
+    Raises:
+        ConfigurationError: the engine does not use the asyncpg driver.
+    """
+    if conn.in_transaction():
+        # SQLAlchemy begins the driver's transaction at its first statement, not at begin():
+        # run one, so that our transaction nests in the caller's as a savepoint.
+        await conn.execute(text("SELECT 1"))
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, asyncpg.Connection):
+        raise ConfigurationError(
+            f"copy_upsert and read_table need the asyncpg driver, got {type(driver).__name__}: "
+            "use a postgresql+asyncpg:// URL"
+        )
+    return driver

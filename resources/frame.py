@@ -36,7 +36,8 @@ class PreparedFrame:
     the PostgreSQL type each column has in that encoding. Nothing is converted until
     :meth:`binary_copy_chunks` is iterated."""
 
-    frame: pd.DataFrame
+    # The frame's columns, by name (taken once: each lookup in the frame builds a Series).
+    series: Mapping[str, pd.Series]
     schema: pa.Schema
     types: Mapping[str, PgType]
     # Columns NULL in every row: their values carry no type, so any column type takes them.
@@ -54,7 +55,7 @@ class PreparedFrame:
     @property
     def rows(self) -> int:
         """The number of rows."""
-        return len(self.frame)
+        return len(next(iter(self.series.values()), ()))
 
     def batches(
         self, rows_per_chunk: int = ROWS_PER_CHUNK, *, numbered: bool = False
@@ -63,14 +64,19 @@ class PreparedFrame:
         of the data is ever held. ``numbered`` appends :data:`ROW_NUMBER_COLUMN`, each row's
         position in the frame."""
         schema = self._copy_schema(numbered)
-        for start in range(0, len(self.frame), rows_per_chunk):
-            chunk = self.frame.iloc[start : start + rows_per_chunk]
+        total = self.rows
+        for start in range(0, total, rows_per_chunk):
+            stop = min(start + rows_per_chunk, total)
             arrays = [
-                _column_to_arrow(chunk.iloc[:, i], field, field.name in self.json_columns)
-                for i, field in enumerate(self.schema)
+                _column_to_arrow(
+                    _rows(self.series[field.name], start, stop),
+                    field,
+                    field.name in self.json_columns,
+                )
+                for field in self.schema
             ]
             if numbered:
-                arrays.append(pa.array(np.arange(start, start + len(chunk), dtype=np.int64)))
+                arrays.append(pa.array(np.arange(start, stop, dtype=np.int64)))
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     def _copy_schema(self, numbered: bool) -> pa.Schema:
@@ -109,18 +115,20 @@ def prepare_frame(
             "from the asset"
         )
     frame = _checked_labels(frame, plan, partition)
+    series = {str(name): column for name, column in frame.items()}
     fields: list[pa.Field] = []
     types: dict[str, PgType] = {}
     null_columns: set[str] = set()
-    json_columns: set[str] = set()
-    for i, name in enumerate(frame.columns):
-        column = frame.iloc[:, i]
-        if _holds_json(column):
+    json_columns = {name for name, column in series.items() if _holds_json(column)}
+    inferred_types = _inferred_types(
+        frame.drop(columns=list(json_columns)) if json_columns else frame
+    )
+    for name, column in series.items():
+        if name in json_columns:
             fields.append(pa.field(name, pa.large_string()))
             types[name] = PgType("jsonb")
-            json_columns.add(name)
             continue
-        inferred = _inferred_type(name, column)
+        inferred = inferred_types[name]
         if pa.types.is_null(inferred):
             null_columns.add(name)
         fields.append(pa.field(name, _encodable_type(name, column, inferred)))
@@ -137,12 +145,12 @@ def prepare_frame(
             types[field.name] = _pg_type(field, encoded_column.data_type.ddl())
     key = plan.conflict_target
     return PreparedFrame(
-        frame=frame,
+        series=series,
         schema=schema,
         types={field.name: types[field.name] for field in schema},
         null_columns=frozenset(null_columns),
         json_columns=frozenset(json_columns),
-        in_key_order=len(key) == 1 and bool(frame[key[0]].is_monotonic_increasing),
+        in_key_order=len(key) == 1 and bool(series[key[0]].is_monotonic_increasing),
     )
 
 
@@ -197,6 +205,12 @@ def _encoder(schema: pa.Schema, json_columns: frozenset[str]) -> ArrowToPostgres
     return ArrowToPostgresBinaryEncoder.new_with_encoders(schema, builders)
 
 
+def _rows(column: pd.Series, start: int, stop: int) -> pd.Series:
+    """Rows [start, stop) of a column; the column itself when that is all of it (slicing
+    costs more than converting a small frame)."""
+    return column if start == 0 and stop == len(column) else column.iloc[start:stop]
+
+
 def _holds_json(column: pd.Series) -> bool:
     """An object column whose values are dicts or lists: stored as jsonb."""
     if column.dtype != object:
@@ -206,15 +220,26 @@ def _holds_json(column: pd.Series) -> bool:
     return bool(present.any()) and isinstance(column.iloc[int(present.argmax())], dict | list)
 
 
-def _inferred_type(name: str, column: pd.Series) -> pa.DataType:
+_INFERENCE_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+def _inferred_types(frame: pd.DataFrame) -> dict[str, pa.DataType]:
+    """Arrow's type for every column, inferred in one pass; when that fails, column by
+    column, to name the one that cannot be stored."""
     try:
-        inferred = pa.Schema.from_pandas(column.to_frame(name=name), preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise FrameError(
-            f"column {name!r} has dtype {column.dtype}, whose values cannot be stored ({exc}): "
-            "convert the column to a supported dtype (see the README's type table)"
-        ) from exc
-    return inferred.field(0).type
+        schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    except _INFERENCE_ERRORS:
+        for name in frame.columns:
+            try:
+                pa.Schema.from_pandas(frame[[name]], preserve_index=False)
+            except _INFERENCE_ERRORS as exc:
+                raise FrameError(
+                    f"column {name!r} has dtype {frame[name].dtype}, whose values cannot be "
+                    f"stored ({exc}): convert the column to a supported dtype (see the "
+                    "README's type table)"
+                ) from exc
+        raise
+    return {field.name: field.type for field in schema}
 
 
 def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa.DataType:

@@ -21,48 +21,26 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .catalog import Column, read_catalog, restore_settings
-from .errors import ConfigurationError, TableMismatchError
+from .errors import TableMismatchError
 from .options import PartitionSlice
 from .sql import partition_filter, qualified, read_select
 from .types import read_type
 
-__all__ = ["CsvDecoder", "driver_connection", "read_frame"]
-
-
-async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection behind a SQLAlchemy async connection (SQLAlchemy's documented
-    way: ``(await conn.get_raw_connection()).driver_connection``).
-
-    Raises:
-        ConfigurationError: the engine does not use the asyncpg driver.
-    """
-    if conn.in_transaction():
-        # SQLAlchemy begins the driver's transaction at its first statement, not at begin():
-        # run one, so that our transaction nests in the caller's as a savepoint.
-        await conn.execute(text("SELECT 1"))
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    if not isinstance(driver, asyncpg.Connection):
-        raise ConfigurationError(
-            f"copy_upsert and read_table need the asyncpg driver, got {type(driver).__name__}: "
-            "use a postgresql+asyncpg:// URL"
-        )
-    return driver
+__all__ = ["CsvDecoder", "read_frame"]
 
 
 async def read_frame(
-    conn: AsyncConnection,
+    driver: asyncpg.Connection,
     *,
     schema: str,
     table: str,
     columns: Sequence[str] | None = None,
     partition: Sequence[PartitionSlice] = (),
 ) -> pd.DataFrame:
-    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into a DataFrame.
+    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into a DataFrame,
+    in a read-only transaction of its own (a savepoint inside the caller's).
 
     The rows travel as ``COPY (SELECT ...) TO STDOUT`` and are decoded by Arrow with the
     table's column types, so integers stay integers (nullable ones as ``Int64``) and
@@ -71,7 +49,6 @@ async def read_frame(
     Raises:
         TableMismatchError: the table or a requested column does not exist.
     """
-    driver = await driver_connection(conn)
     nested = driver.is_in_transaction()
     async with driver.transaction(readonly=True):
         catalog = await read_catalog(driver, schema, table)
