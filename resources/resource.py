@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -233,10 +234,8 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         if self.lock_timeout is not None:
             server_settings["lock_timeout"] = str(int(self.lock_timeout * 1000))
         url, tls = _tls_options(self.database_url())
-        return create_async_engine(
+        engine = create_async_engine(
             url,
-            # A pooled connection may have died with its server (restart, terminated backend).
-            pool_pre_ping=True,
             connect_args={
                 "timeout": self.connect_timeout,
                 "command_timeout": self.command_timeout,
@@ -245,6 +244,16 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             },
             **pool,
         )
+        event.listen(engine.sync_engine, "checkout", _replace_closed_connection)
+        return engine
+
+
+def _replace_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Replace a pooled connection that died with its server (a restart, a terminated
+    backend): asyncpg marks it closed as soon as the event loop sees the socket close.
+    Cheaper than ``pool_pre_ping``, which costs three round trips per checkout."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the pooled connection was closed by the server")
 
 
 def _asyncpg_url(raw: str) -> URL:
