@@ -3,9 +3,11 @@ schema and the PostgreSQL type of each column, and its binary COPY data, chunk b
 
 from __future__ import annotations
 
+import decimal
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import UnionType
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,10 @@ class PreparedFrame:
     null_columns: frozenset[str]
     # Columns of dicts and lists, sent as JSON text.
     json_columns: frozenset[str]
+    # Columns of decimal.Decimal values, sent as their text and cast to numeric on the
+    # server: Arrow would give the whole column one scale and at most 76 digits, and has no
+    # NaN or Infinity; numeric keeps each value's own digits.
+    decimal_columns: frozenset[str] = frozenset()
     # The rows are already in the order of a one-column key (a scan, no copy).
     in_key_order: bool = False
 
@@ -69,15 +75,20 @@ class PreparedFrame:
             stop = min(start + rows_per_chunk, total)
             arrays = [
                 _column_to_arrow(
-                    _rows(self.series[field.name], start, stop),
-                    field,
-                    field.name in self.json_columns,
+                    _rows(self.series[field.name], start, stop), field, self._as_text(field.name)
                 )
                 for field in self.schema
             ]
             if numbered:
                 arrays.append(pa.array(np.arange(start, stop, dtype=np.int64)))
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def _as_text(self, name: str) -> Callable[[Any], str] | None:
+        if name in self.json_columns:
+            return json.dumps
+        if name in self.decimal_columns:
+            return str
+        return None
 
     def _copy_schema(self, numbered: bool) -> pa.Schema:
         if not numbered:
@@ -119,14 +130,14 @@ def prepare_frame(
     fields: list[pa.Field] = []
     types: dict[str, PgType] = {}
     null_columns: set[str] = set()
-    json_columns = {name for name, column in series.items() if _holds_json(column)}
-    inferred_types = _inferred_types(
-        frame.drop(columns=list(json_columns)) if json_columns else frame
-    )
+    json_columns = {name for name, column in series.items() if _holds(column, dict | list)}
+    decimal_columns = {name for name, column in series.items() if _holds(column, decimal.Decimal)}
+    as_text = json_columns | decimal_columns
+    inferred_types = _inferred_types(frame.drop(columns=list(as_text)) if as_text else frame)
     for name, column in series.items():
-        if name in json_columns:
+        if name in as_text:
             fields.append(pa.field(name, pa.large_string()))
-            types[name] = PgType("jsonb")
+            types[name] = PgType("jsonb" if name in json_columns else "numeric")
             continue
         inferred = inferred_types[name]
         if pa.types.is_null(inferred):
@@ -150,6 +161,7 @@ def prepare_frame(
         types={field.name: types[field.name] for field in schema},
         null_columns=frozenset(null_columns),
         json_columns=frozenset(json_columns),
+        decimal_columns=frozenset(decimal_columns),
         in_key_order=len(key) == 1 and bool(series[key[0]].is_monotonic_increasing),
     )
 
@@ -211,13 +223,14 @@ def _rows(column: pd.Series, start: int, stop: int) -> pd.Series:
     return column if start == 0 and stop == len(column) else column.iloc[start:stop]
 
 
-def _holds_json(column: pd.Series) -> bool:
-    """An object column whose values are dicts or lists: stored as jsonb."""
+def _holds(column: pd.Series, kind: type | UnionType) -> bool:
+    """An object column whose first present value is of ``kind`` (dicts and lists: jsonb;
+    Decimals: numeric)."""
     if column.dtype != object:
         return False
-    present = column.notna().to_numpy()
-    # By position: the index may repeat labels.
-    return bool(present.any()) and isinstance(column.iloc[int(present.argmax())], dict | list)
+    # Stops at the first present value, usually the first row.
+    first = next((value for value in column.array if _present(value)), None)
+    return isinstance(first, kind)
 
 
 _INFERENCE_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
@@ -275,11 +288,13 @@ def _pg_type(field: pa.Field, encoded_as: str | None) -> PgType:
     return frame_type(encoded_as, zoned=zoned)
 
 
-def _column_to_arrow(column: pd.Series, field: pa.Field, as_json: bool) -> pa.Array:
+def _column_to_arrow(
+    column: pd.Series, field: pa.Field, as_text: Callable[[Any], str] | None
+) -> pa.Array:
     try:
-        if as_json:
+        if as_text is not None:
             array = pa.array(
-                [None if _missing(v) else json.dumps(v) for v in column], type=pa.large_string()
+                [as_text(v) if _present(v) else None for v in column], type=pa.large_string()
             )
         else:
             array = pa.array(column, from_pandas=True)
@@ -304,7 +319,7 @@ def _column_to_arrow(column: pd.Series, field: pa.Field, as_json: bool) -> pa.Ar
         array = array.combine_chunks()
     if (
         pa.types.is_large_string(array.type)
-        and not as_json
+        and as_text is None
         and pc.any(pc.match_substring(array, "\x00")).as_py()
     ):
         raise FrameError(
@@ -314,5 +329,9 @@ def _column_to_arrow(column: pd.Series, field: pa.Field, as_json: bool) -> pa.Ar
     return array
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (not isinstance(value, dict | list) and bool(pd.isna(value)))
+def _present(value: Any) -> bool:
+    """Not a missing value. Decimal('NaN') is a value (numeric has NaN), though pandas counts
+    it missing."""
+    if value is None or isinstance(value, dict | list | decimal.Decimal):
+        return value is not None
+    return not bool(pd.isna(value))

@@ -149,15 +149,24 @@ def plan_write(
         # rows must not empty the table.
         return planned
 
-    exact = all(f is Fit.EXACT for f in fits.values()) and not missing
-    direct_ok = not partition and exact
+    # A domain's CHECK may refuse a value: its columns are cast from the stage, so that the
+    # column a refused value belongs to can be named.
+    checked = {c for c in fits if stored[c].type.domain and c not in frame.null_columns}
+    casts = tuple(
+        (c, _staged_type(frame, c), stored[c].type.display)
+        for c, f in fits.items()
+        if f is Fit.CAST or c in checked or c in frame.decimal_columns
+    )
+    # json has no equality operator: whether a row changed is asked of its jsonb.
+    compare_as = tuple(
+        (c, "jsonb") for c in frame.columns if c in stored and stored[c].type.name == "json"
+    )
+    direct_ok = not partition and not missing and not casts
+    direct_ok = direct_ok and all(f is Fit.EXACT for f in fits.values())
     stage_columns = _stage_columns(frame, stored, options)
     stage = stage_name(stage_columns)
     staged = _staged_steps(
         options, frame, catalog, stage, stage_columns, fits, added, partition, empty, nested
-    )
-    casts = tuple(
-        (c, str(frame.types[c]), str(stored[c].type)) for c, f in fits.items() if f is not Fit.EXACT
     )
     if direct_ok and not key:
         emptied = options.write_mode == "replace" and not empty
@@ -169,7 +178,7 @@ def plan_write(
     if direct_ok and keyed_merge and empty and frame.in_key_order:
         # The key's index refuses a repeated key; the staged path then resolves or names it.
         staged = (Attempt((CopyFrame("target"),), ("unique_violation",), staged),)
-    return replace(planned, steps=staged, stage=stage, casts=casts)
+    return replace(planned, steps=staged, stage=stage, casts=casts, compare_as=compare_as)
 
 
 def _staged_steps(
@@ -259,12 +268,22 @@ def _stage_columns(
 ) -> tuple[tuple[str, str], ...]:
     # A column NULL in every row carries no type of its own: stage it as the table's type.
     columns = [
-        (c, stored[c].type.display if c in frame.null_columns and c in stored else str(t))
-        for c, t in frame.types.items()
+        (
+            c,
+            stored[c].type.display
+            if c in frame.null_columns and c in stored
+            else _staged_type(frame, c),
+        )
+        for c in frame.types
     ]
     if _numbered(options):
         columns.append((ROW_NUMBER_COLUMN, "bigint"))
     return tuple(columns)
+
+
+def _staged_type(frame: PreparedFrame, column: str) -> str:
+    """The type a frame column has in the stage: its own, or text for what is sent as text."""
+    return "text" if column in frame.decimal_columns else str(frame.types[column])
 
 
 def _numbered(options: WritePlan) -> bool:

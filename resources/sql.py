@@ -93,13 +93,37 @@ def key_match(key: Sequence[str], left: str, right: str) -> str:
     return " AND ".join(f"{left}.{quote_ident(c)} = {right}.{quote_ident(c)}" for c in key)
 
 
+def staged(stage: str, columns: Sequence[str], casts: Mapping[str, str]) -> str:
+    """The stage as a FROM item, each column in ``casts`` cast to its table type: the server
+    converts text to uuid, inet, an enum ... only when told to (their casts from text are
+    explicit-only). Every statement that reads the stage as the table's rows reads this."""
+    if not casts:
+        return quote_ident(stage)
+    picked = ", ".join(
+        f"CAST({quote_ident(c)} AS {casts[c]}) AS {quote_ident(c)}"
+        if c in casts
+        else quote_ident(c)
+        for c in columns
+    )
+    return f"(SELECT {picked} FROM {quote_ident(stage)})"
+
+
+def comparable(columns: Sequence[str], prefix: str, compare_as: Mapping[str, str]) -> str:
+    """The columns as a row to compare, a type without an equality operator (json) cast to
+    one that has it (jsonb)."""
+    return ", ".join(
+        f"CAST({prefix}{quote_ident(c)} AS {compare_as[c]})"
+        if c in compare_as
+        else prefix + quote_ident(c)
+        for c in columns
+    )
+
+
 def delete_missing_from_target(
-    stage: str, target: str, key: Sequence[str], where: str | None
+    source: str, target: str, key: Sequence[str], where: str | None
 ) -> str:
     """For replace with a key: delete the stored rows (of the slice) the frame no longer has."""
-    condition = (
-        f"NOT EXISTS (SELECT 1 FROM {quote_ident(stage)} AS s WHERE {key_match(key, 's', 't')})"
-    )
+    condition = f"NOT EXISTS (SELECT 1 FROM {source} AS s WHERE {key_match(key, 's', 't')})"
     if where:
         condition = f"({where}) AND {condition}"
     return f"DELETE FROM {target} AS t WHERE {condition}"
@@ -110,12 +134,12 @@ def delete_all(target: str, where: str | None) -> str:
 
 
 def insert_from_stage(
-    stage: str, target: str, columns: Sequence[str], order_by: Sequence[str] = ()
+    source: str, target: str, columns: Sequence[str], order_by: Sequence[str] = ()
 ) -> str:
     """INSERT the staged rows as they are, in key order when ``order_by`` names the key."""
     statement = (
         f"INSERT INTO {target} ({column_list(columns)}) SELECT {column_list(columns, 's.')} "
-        f"FROM {quote_ident(stage)} AS s"
+        f"FROM {source} AS s"
     )
     if order_by:
         statement += f" ORDER BY {column_list(order_by, 's.')}"
@@ -136,18 +160,18 @@ def too_long(stage: str, column: str) -> str:
     return f"SELECT {col} FROM {quote_ident(stage)} WHERE char_length({col}) > $1 LIMIT 1"
 
 
-def outside_partition(stage: str, columns: Sequence[str], where: str) -> str:
+def outside_partition(source: str, columns: Sequence[str], where: str) -> str:
     """The partition columns of one staged row outside the partition, if any."""
     return (
-        f"SELECT {column_list(columns, 't.')} FROM {quote_ident(stage)} AS t "
+        f"SELECT {column_list(columns, 't.')} FROM {source} AS t "
         f"WHERE ({where}) IS NOT TRUE LIMIT 1"
     )
 
 
-def stored_in_other_partition(stage: str, target: str, key: Sequence[str], where: str) -> str:
+def stored_in_other_partition(source: str, target: str, key: Sequence[str], where: str) -> str:
     """One staged key whose stored row lies outside the partition, if any."""
     return (
-        f"SELECT {column_list(key, 's.')} FROM {quote_ident(stage)} AS s "
+        f"SELECT {column_list(key, 's.')} FROM {source} AS s "
         f"JOIN {target} AS t ON {key_match(key, 's', 't')} WHERE ({where}) IS NOT TRUE LIMIT 1"
     )
 
@@ -175,7 +199,7 @@ def prepare_stage(
 
 
 def merge(
-    stage: str,
+    source: str,
     target: str,
     columns: Sequence[str],
     key: Sequence[str],
@@ -183,6 +207,7 @@ def merge(
     update_columns: Sequence[str],
     *,
     refuse_repeated: bool,
+    compare_as: Mapping[str, str],
 ) -> str:
     """MERGE the staged rows into the target, read from the stage in key order, and count
     what happened (``RETURNING merge_action()``: PostgreSQL 17 or later).
@@ -221,17 +246,17 @@ def merge(
             f"WHEN MATCHED AND {marked} THEN DO NOTHING",
             f"WHEN NOT MATCHED AND {marked} THEN DO NOTHING",
         ]
-    source = f"SELECT {picked} FROM {quote_ident(stage)} AS s"
+    rows = f"SELECT {picked} FROM {source} AS s"
     if on_conflict == "update" and update_columns:
         changed = (
-            f"({column_list(update_columns, 't.')}) IS DISTINCT FROM "
-            f"({column_list(update_columns, 's.')})"
+            f"({comparable(update_columns, 't.', compare_as)}) IS DISTINCT FROM "
+            f"({comparable(update_columns, 's.', compare_as)})"
         )
         assignments = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in update_columns)
         whens.append(f"WHEN MATCHED AND {changed} THEN UPDATE SET {assignments}")
     whens.append(f"WHEN NOT MATCHED THEN INSERT ({column_list(columns)}) VALUES ({values})")
     statement = (
-        f"MERGE INTO {target} AS t USING ({source} ORDER BY {keys}) AS s "
+        f"MERGE INTO {target} AS t USING ({rows} ORDER BY {keys}) AS s "
         f"ON {key_match(key, 't', 's')} {' '.join(whens)}"
     )
     # DO NOTHING returns no row: what is not an insert is an update.
@@ -249,44 +274,47 @@ def _counted(write: str, inserted: str) -> str:
 
 
 def insert_on_conflict(
-    stage: str,
+    source: str,
     target: str,
     columns: Sequence[str],
     key: Sequence[str],
-    on_conflict: str | None,
+    on_conflict: str,
     update_columns: Sequence[str],
+    *,
+    compare_as: Mapping[str, str],
 ) -> str:
     """INSERT the staged rows in key order, resolving conflicts on the key, and count what
     happened. ``xmax = 0`` tells a freshly inserted row from an updated one. Unlike MERGE,
     this waits for a key that another writer is inserting at the same time, then resolves
     the conflict on it."""
-    cols = column_list(columns)
-    source = f"SELECT {column_list(columns, 's.')} FROM {quote_ident(stage)} AS s"
-    if key and on_conflict == "update" and update_columns:
+    rows = f"SELECT {column_list(columns, 's.')} FROM {source} AS s"
+    update = on_conflict == "update" and bool(update_columns)
+    if update:
         # Leave out rows equal to the stored row: they need no write, and skipping them here
         # (not in ON CONFLICT ... WHERE) takes no row lock and writes no row version.
         same = " AND ".join(
-            f"s.{quote_ident(c)} IS NOT DISTINCT FROM u.{quote_ident(c)}" for c in update_columns
+            f"{comparable([c], 's.', compare_as)} IS NOT DISTINCT FROM "
+            f"{comparable([c], 'u.', compare_as)}"
+            for c in update_columns
         )
-        source += (
+        rows += (
             f" WHERE NOT EXISTS (SELECT FROM {target} AS u WHERE {key_match(key, 's', 'u')}"
             f" AND {same})"
         )
-    if key:
-        # Key order: B-tree inserts stay local, and concurrent writers lock rows in the
-        # same order, so they cannot deadlock.
-        source += f" ORDER BY {column_list(key, 's.')}"
-    insert = f"INSERT INTO {target} AS t ({cols}) {source}"
-    if on_conflict == "nothing" or (on_conflict == "update" and not update_columns):
+    # Key order: B-tree inserts stay local, and concurrent writers lock rows in the same
+    # order, so they cannot deadlock.
+    rows += f" ORDER BY {column_list(key, 's.')}"
+    insert = f"INSERT INTO {target} AS t ({column_list(columns)}) {rows}"
+    if not update:
         insert += f" ON CONFLICT ({column_list(key)}) DO NOTHING"
-    elif on_conflict == "update":
+    else:
         assignments = ", ".join(
             f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in update_columns
         )
         # Concurrent writers may have changed the row since the stage was filtered.
         changed = (
-            f"({column_list(update_columns, 't.')}) IS DISTINCT FROM "
-            f"({column_list(update_columns, 'EXCLUDED.')})"
+            f"({comparable(update_columns, 't.', compare_as)}) IS DISTINCT FROM "
+            f"({comparable(update_columns, 'EXCLUDED.', compare_as)})"
         )
         insert += f" ON CONFLICT ({column_list(key)}) DO UPDATE SET {assignments} WHERE {changed}"
     return _counted(insert, "t.xmax = 0")

@@ -144,7 +144,9 @@ RowCount = Literal["inserted", "staged", "count", "unknown"]
 class Steps:
     """A planned write. ``stage`` is the staging table's name ("" on the direct path),
     ``where``/``params`` the partition filter on alias ``t``, ``casts`` the (column, staged
-    type, table type) triples the merge casts (to name the column a cast fails on),
+    type, table type) triples read from the stage with an explicit cast (and probed one by
+    one to name the column a failed cast belongs to), ``compare_as`` the (column, type) pairs
+    compared as that type to tell a changed row,
     ``row_count``/``partition_row_count`` how the result's counts are known, ``columns``
     the table's (name, type) pairs after the write."""
 
@@ -154,6 +156,7 @@ class Steps:
     where: str | None = None
     params: tuple[Any, ...] = ()
     casts: tuple[tuple[str, str, str], ...] = ()
+    compare_as: tuple[tuple[str, str], ...] = ()
     row_count: RowCount = "unknown"
     partition_row_count: RowCount | None = None
     table_columns: tuple[tuple[str, str], ...] = field(default=())

@@ -30,7 +30,12 @@ CONDITIONS: dict[str, type[asyncpg.PostgresError]] = {
 }
 
 # A cast the merge runs refused a staged value: find the column (see _diagnose).
-_CAST_FAILURES = (asyncpg.DataError, asyncpg.DatatypeMismatchError, asyncpg.UndefinedFunctionError)
+_CAST_FAILURES = (
+    asyncpg.DataError,
+    asyncpg.DatatypeMismatchError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.CheckViolationError,  # a domain's CHECK
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,12 @@ class Write:
     @property
     def target(self) -> str:
         return sql.qualified(self.schema, self.table)
+
+    @property
+    def source(self) -> str:
+        """The stage as the table's rows: a FROM item with the planned casts."""
+        casts = {column: table_type for column, _, table_type in self.planned.casts}
+        return sql.staged(self.planned.stage, self.frame.columns, casts)
 
 
 async def create_table(driver: asyncpg.Connection, step: steps.CreateTable, table: str) -> None:
@@ -156,7 +167,7 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
             where = planned.where if step.partitioned else None
             key = write.options.conflict_target
             statement = (
-                sql.delete_missing_from_target(stage, write.target, key, where)
+                sql.delete_missing_from_target(write.source, write.target, key, where)
                 if step.missing_only
                 else sql.delete_all(write.target, where)
             )
@@ -173,23 +184,31 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
     started = time.monotonic()
     key = write.options.conflict_target
     columns = write.frame.columns
+    compare_as = dict(write.planned.compare_as)
     if isinstance(step, steps.Insert):
         statement = sql.insert_from_stage(
-            write.planned.stage, write.target, columns, key if step.in_key_order else ()
+            write.source, write.target, columns, key if step.in_key_order else ()
         )
     elif step.statement == "merge":
         statement = sql.merge(
-            write.planned.stage,
+            write.source,
             write.target,
             columns,
             key,
             step.on_conflict,
             step.update_columns,
             refuse_repeated=step.refuse_repeated,
+            compare_as=compare_as,
         )
     else:
         statement = sql.insert_on_conflict(
-            write.planned.stage, write.target, columns, key, step.on_conflict, step.update_columns
+            write.source,
+            write.target,
+            columns,
+            key,
+            step.on_conflict,
+            step.update_columns,
+            compare_as=compare_as,
         )
     try:
         if not write.planned.casts:
@@ -259,7 +278,7 @@ async def _check_lengths(write: Write, step: steps.CheckLengths) -> None:
 async def _check_rows_in_partition(write: Write, step: steps.CheckRowsInPartition) -> None:
     where = write.planned.where or "true"
     outside = await write.driver.fetchrow(
-        sql.outside_partition(write.planned.stage, step.columns, where), *write.planned.params
+        sql.outside_partition(write.source, step.columns, where), *write.planned.params
     )
     if outside is not None:
         raise FrameError(
@@ -274,7 +293,7 @@ async def _check_keys_in_partition(write: Write) -> None:
     where = write.planned.where or "true"
     key = write.options.conflict_target
     elsewhere = await write.driver.fetchrow(
-        sql.stored_in_other_partition(write.planned.stage, write.target, key, where),
+        sql.stored_in_other_partition(write.source, write.target, key, where),
         *write.planned.params,
     )
     if elsewhere is not None:
