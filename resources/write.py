@@ -234,7 +234,7 @@ async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool 
     """Stream the frame into a table with binary COPY, reporting progress every few
     seconds. asyncpg quotes the names itself."""
     total = write.frame.rows
-    announce = _Throttle(PROGRESS_EVERY_SECONDS)
+    announce = _every(PROGRESS_EVERY_SECONDS)
 
     async def chunks() -> AsyncIterator[bytes]:
         sent = 0
@@ -338,19 +338,19 @@ async def _diagnose(write: Write) -> TableMismatchError | None:
     return None
 
 
-class _Throttle:
-    """True at most once per ``seconds``."""
+def _every(seconds: float) -> Callable[[], bool]:
+    """A check that is true at most once per ``seconds``."""
+    last = time.monotonic()
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.last = time.monotonic()
-
-    def __call__(self) -> bool:
+    def due() -> bool:
+        nonlocal last
         now = time.monotonic()
-        if now - self.last < self.seconds:
+        if now - last < seconds:
             return False
-        self.last = now
+        last = now
         return True
+
+    return due
 
 
 def _affected(status: str) -> int:

@@ -3,6 +3,7 @@ decision the plan takes (merge statement, fallbacks, checks, staging, counts).""
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Sequence
 from typing import Any
 
@@ -504,3 +505,36 @@ def test_a_key_without_a_unique_index_is_refused() -> None:
         TableMismatchError, match=r"no unique index or constraint on exactly \['id'\]"
     ):
         planned(WritePlan.from_options(conflict_target="id"), catalog(key=()))
+
+
+def test_values_the_server_converts_only_when_told_are_cast_from_the_stage() -> None:
+    columns = {
+        **COLUMNS,
+        "ref": Column("ref", PgType("uuid", display="uuid")),
+        "doc": Column("doc", PgType("json", display="json")),
+        "amount": Column("amount", PgType("numeric", display="numeric")),
+    }
+    data = frame(
+        ref=["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"] * 3,
+        doc=[{"a": 1}] * 3,
+        amount=[decimal.Decimal("1.5")] * 3,
+    )
+    steps = planned(WritePlan.from_options(conflict_target="id"), catalog(columns=columns), data)
+    assert steps.casts == (
+        ("ref", "text", "uuid"),
+        ("doc", "jsonb", "json"),
+        ("amount", "text", "numeric"),
+    )
+    assert steps.compare_as == (("doc", "jsonb"),)
+    assert ("amount", "text") in steps.steps[0].columns  # type: ignore[union-attr]
+
+
+def test_a_domain_column_is_cast_so_that_its_check_names_the_column() -> None:
+    positive = PgType("int8", domain=True, display="positive")
+    columns = {**COLUMNS, "v": Column("v", positive)}
+    data = frame(v=[1, 2, 3])
+    steps = planned(
+        WritePlan.from_options(conflict_target="id"), catalog(columns=columns), data, empty=True
+    )
+    assert steps.casts == (("v", "bigint", "positive"),)
+    assert plan_summary(steps)[0] == "PrepareStage"  # not COPYed straight into the table
