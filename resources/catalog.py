@@ -40,14 +40,13 @@ class TableFacts:
     """The target relation. ``kind`` is ``pg_class.relkind`` (``"r"`` a table, ``"p"`` a
     partitioned table, ``"v"`` a view, ...); ``unique_keys`` the column sets of its unique
     indexes that ``ON CONFLICT`` can use; ``size_bytes`` its main fork's size now (a stat of
-    its files, no scan); ``estimated_rows`` the planner's estimate (-1: never counted)."""
+    its files, no scan: the estimate of its size the plan uses)."""
 
     kind: str
     columns: Mapping[str, Column]
     unique_keys: tuple[frozenset[str], ...] = ()
     has_rules: bool = False
     size_bytes: int = 0
-    estimated_rows: float = -1
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Catalog:
 _QUERY = r"""
 WITH target AS (
     SELECT c.oid, c.relkind::text AS kind, c.relhasrules AS has_rules,
-           pg_relation_size(c.oid) AS size_bytes, c.reltuples::float8 AS estimated_rows
+           pg_relation_size(c.oid) AS size_bytes
     FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
     WHERE n.nspname = $1 AND c.relname = $2
 )
@@ -81,8 +80,7 @@ SELECT
     set_config('extra_float_digits', $6, true),
     EXISTS (SELECT FROM pg_namespace WHERE nspname = $1) AS schema_exists,
     (SELECT json_build_object(
-        'kind', kind, 'has_rules', has_rules, 'size_bytes', size_bytes,
-        'estimated_rows', estimated_rows
+        'kind', kind, 'has_rules', has_rules, 'size_bytes', size_bytes
      )::text FROM target) AS target,
     (SELECT json_agg(json_build_object(
         'name', a.attname,
@@ -160,7 +158,6 @@ async def read_catalog(driver: asyncpg.Connection, schema: str, table: str) -> C
             unique_keys=tuple(frozenset(k) for k in _json(row["unique_keys"]) or []),
             has_rules=target["has_rules"],
             size_bytes=int(target["size_bytes"]),
-            estimated_rows=float(target["estimated_rows"]),
         )
     return Catalog(
         table=facts,

@@ -59,8 +59,13 @@ __all__ = [
     "read_table",
 ]
 
-# Errors after which the whole write runs again: another session won a lock race.
-_RETRIED = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# Errors after which the whole write runs again: another session won a lock race, or added
+# a column this write was adding (the next plan sees its type).
+_RETRIED = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.DuplicateColumnError,
+)
 
 
 async def copy_upsert(
@@ -127,28 +132,30 @@ async def _write(
     nested: bool,
 ) -> WriteResult:
     catalog = await read_catalog(driver, schema, table)
-    if catalog.table is None:
-        create = planner.table_to_create(options, frame, schema, catalog)
-        await write.create_table(driver, create, table)
-        # Re-read: another writer may have created the table first, with other columns.
-        catalog = replace(
-            await read_catalog(driver, schema, table),
-            previous_settings=catalog.previous_settings,
+    settings = catalog.previous_settings
+    while True:
+        empty = catalog.table is not None and planner.needs_empty_probe(
+            options, catalog.table, frame
         )
-    empty = False
-    if catalog.table is not None and planner.needs_empty_probe(options, catalog.table, frame):
-        empty = await driver.fetchval(sql.is_empty(sql.qualified(schema, table)))
-    steps = planner.plan_write(
-        options,
-        catalog,
-        frame,
-        name=f"{schema}.{table}",
-        partition=partition,
-        empty=empty,
-        nested=nested,
-    )
-    job = write.Write(driver, schema, table, frame, options, steps, progress)
-    counts = await write.run(job, steps.steps)
+        if empty:
+            empty = await driver.fetchval(sql.is_empty(sql.qualified(schema, table)))
+        steps = planner.plan_write(
+            options,
+            catalog,
+            frame,
+            schema=schema,
+            table_name=table,
+            partition=partition,
+            empty=empty,
+            nested=nested,
+        )
+        job = write.Write(driver, schema, table, frame, options, steps, progress)
+        counts = await write.run(job, steps.steps)
+        if not steps.replan:
+            break
+        # The steps created the table: plan again with what the catalog now says (another
+        # writer may have created it first, with other columns).
+        catalog = replace(await read_catalog(driver, schema, table), previous_settings=settings)
     row_count = await write.count(job, steps.row_count, counts, where=False)
     partition_row_count = await write.count(job, steps.partition_row_count, counts, where=True)
     if nested:
@@ -190,7 +197,6 @@ async def read_table(
         )
     except Exception as exc:
         _raise_translated(exc, Operation("read", f"{schema}.{table}"), driver)
-        raise AssertionError("unreachable") from None
 
 
 def _raise_translated(exc: Exception, operation: Operation, driver: asyncpg.Connection) -> NoReturn:

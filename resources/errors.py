@@ -80,7 +80,7 @@ class Operation:
     connection_closed: bool = False
 
     @property
-    def ing(self) -> str:
+    def doing(self) -> str:
         return "writing" if self.action == "write" else "reading"
 
     @property
@@ -88,14 +88,20 @@ class Operation:
         return "nothing was written" if self.action == "write" else "nothing was read"
 
 
-Translation = Callable[[BaseException, Operation], CopyUpsertError]
+# None: the error is not the driver's after all, and stays as it is.
+Translation = Callable[[BaseException, Operation], CopyUpsertError | None]
 
 
 def _lost(exc: BaseException, op: Operation) -> CopyUpsertError:
     return ConnectionLostError(
-        f"lost the connection to PostgreSQL while {op.ing} {op.table} ({exc}); "
+        f"lost the connection to PostgreSQL while {op.doing} {op.table} ({exc}); "
         f"{op.nothing_done}: check that the server is up, then run again"
     )
+
+
+def _os_error(exc: BaseException, op: Operation) -> CopyUpsertError | None:
+    # A file or permission error (from a progress callback, say) is no lost connection.
+    return _lost(exc, op) if op.connection_closed else None
 
 
 def _interface(exc: BaseException, op: Operation) -> CopyUpsertError:
@@ -106,7 +112,7 @@ def _interface(exc: BaseException, op: Operation) -> CopyUpsertError:
 
 def _client_timeout(exc: BaseException, op: Operation) -> CopyUpsertError:
     return DatabaseTimeoutError(
-        f"{op.ing} {op.table} timed out (the resource's command_timeout); {op.nothing_done}: "
+        f"{op.doing} {op.table} timed out (the resource's command_timeout); {op.nothing_done}: "
         "look for locks or a slow server, or raise the timeout"
     )
 
@@ -119,9 +125,14 @@ def _lock_timeout(exc: BaseException, op: Operation) -> CopyUpsertError:
     )
 
 
-def _statement_timeout(exc: BaseException, op: Operation) -> CopyUpsertError:
+def _canceled(exc: BaseException, op: Operation) -> CopyUpsertError:
+    if "statement timeout" not in str(exc):
+        return DatabaseError(
+            f"a statement {op.doing} {op.table} was canceled ({exc}); {op.nothing_done}: "
+            "another session canceled it (pg_cancel_backend), or the server is shutting down"
+        )
     return DatabaseTimeoutError(
-        f"a statement {op.ing} {op.table} ran longer than statement_timeout ({exc}); "
+        f"a statement {op.doing} {op.table} ran longer than statement_timeout ({exc}); "
         f"{op.nothing_done}: raise the resource's statement_timeout, or look for locks"
     )
 
@@ -131,7 +142,7 @@ def _conflict(exc: BaseException, op: Operation) -> CopyUpsertError:
         "deadlock" if isinstance(exc, asyncpg.DeadlockDetectedError) else "serialization conflict"
     )
     return DatabaseError(
-        f"{op.ing} {op.table} failed {op.retries + 1} times on a {kind} with another session "
+        f"{op.doing} {op.table} failed {op.retries + 1} times on a {kind} with another session "
         f"({exc}); {op.nothing_done}: find the other writer, or raise the retries (inside a "
         "transaction of your own at REPEATABLE READ or SERIALIZABLE, retry that whole "
         "transaction instead)"
@@ -181,7 +192,7 @@ def _refused(exc: BaseException, op: Operation) -> CopyUpsertError:
 # Driver error class → translation. The most specific matching class wins (the earliest in
 # the error's MRO), so the order here does not matter.
 TRANSLATIONS: Sequence[tuple[type[BaseException], Translation]] = (
-    (OSError, _lost),
+    (OSError, _os_error),
     (ConnectionError, _lost),
     (asyncpg.ConnectionDoesNotExistError, _lost),
     (asyncpg.PostgresConnectionError, _lost),
@@ -191,7 +202,7 @@ TRANSLATIONS: Sequence[tuple[type[BaseException], Translation]] = (
     (asyncpg.InterfaceError, _interface),
     (TimeoutError, _client_timeout),
     (asyncpg.LockNotAvailableError, _lock_timeout),
-    (asyncpg.QueryCanceledError, _statement_timeout),
+    (asyncpg.QueryCanceledError, _canceled),
     (asyncpg.DeadlockDetectedError, _conflict),
     (asyncpg.SerializationError, _conflict),
     (asyncpg.UniqueViolationError, _unique),
@@ -213,4 +224,4 @@ def translate(exc: BaseException, operation: Operation) -> BaseException:
     if not matches:
         return exc
     _, how = min(matches, key=lambda match: mro.index(match[0]))
-    return how(exc, operation)
+    return how(exc, operation) or exc

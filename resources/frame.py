@@ -148,10 +148,10 @@ def prepare_frame(
             types[name] = PgType("uuid")
     schema = pa.schema(fields)
     try:
-        encoded = _encoder(schema, frozenset(json_columns)).schema().columns
+        encoder_columns = _encoder(schema, frozenset(json_columns)).schema().columns
     except Exception as exc:
         raise FrameError(f"cannot encode the frame for COPY: {exc}") from exc
-    for field, encoded_column in zip(schema, encoded, strict=True):
+    for field, encoded_column in zip(schema, encoder_columns, strict=True):
         if field.name not in types:
             types[field.name] = _pg_type(field, encoded_column.data_type.ddl())
     key = plan.conflict_target

@@ -99,22 +99,24 @@ def plan_write(
     catalog: Catalog,
     frame: PreparedFrame,
     *,
-    name: str,
+    schema: str,
+    table_name: str,
     partition: Sequence[PartitionSlice] = (),
     empty: bool = False,
     nested: bool = False,
 ) -> Steps:
-    """The steps that write ``frame`` into the table ``catalog`` describes, as ``options``
-    say. ``name`` is the table's ``schema.table`` for messages; ``empty`` whether the table
-    is known to hold no row; ``nested`` whether the write runs inside a caller's
-    transaction.
+    """The steps that write ``frame`` into ``schema.table_name``, which ``catalog``
+    describes, as ``options`` say. ``empty``: the table is known to hold no row; ``nested``:
+    the write runs inside a caller's transaction. A missing table is created by the steps,
+    and the write planned again once it exists (``Steps.replan``).
 
     Raises:
         TableMismatchError, WritePlanError: the table cannot take the frame as planned.
     """
+    name = f"{schema}.{table_name}"
     table = catalog.table
     if table is None:
-        raise TableMismatchError(f"table {name} does not exist")
+        return Steps((table_to_create(options, frame, schema, catalog),), replan=True)
     _check_relation(table, name)
     stored = table.columns
     key = options.conflict_target
@@ -137,7 +139,6 @@ def plan_write(
 
     planned = Steps(
         (),
-        frame.columns,
         where=where,
         params=tuple(params),
         row_count=counts[0],
@@ -153,20 +154,33 @@ def plan_write(
     # column a refused value belongs to can be named.
     checked = {c for c in fits if stored[c].type.domain and c not in frame.null_columns}
     casts = tuple(
-        (c, _staged_type(frame, c), stored[c].type.display)
-        for c, f in fits.items()
-        if f is Fit.CAST or c in checked or c in frame.decimal_columns
+        (c, _staged_type(frame, c), str(types[c]) if c in missing else stored[c].type.display)
+        for c in frame.columns
+        if fits.get(c) is Fit.CAST or c in checked or c in frame.decimal_columns
     )
     # json has no equality operator: whether a row changed is asked of its jsonb.
     compare_as = tuple(
-        (c, "jsonb") for c in frame.columns if c in stored and stored[c].type.name == "json"
+        (c, "jsonb")
+        for c in frame.columns
+        if c in stored and stored[c].type.name == "json" and not stored[c].type.array
     )
-    direct_ok = not partition and not missing and not casts
+    # COPY ignores rules, and a cast or a new column needs the stage.
+    direct_ok = not (partition or missing or casts or table.has_rules)
     direct_ok = direct_ok and all(f is Fit.EXACT for f in fits.values())
     stage_columns = _stage_columns(frame, stored, options)
     stage = stage_name(stage_columns)
     staged = _staged_steps(
-        options, frame, catalog, stage, stage_columns, fits, added, partition, empty, nested
+        options,
+        frame,
+        catalog,
+        stage,
+        stage_columns,
+        fits,
+        added,
+        partition,
+        empty,
+        nested,
+        diagnose_casts=bool(casts),
     )
     if direct_ok and not key:
         emptied = options.write_mode == "replace" and not empty
@@ -177,8 +191,19 @@ def plan_write(
         return replace(planned, steps=steps)
     if direct_ok and keyed_merge and empty and frame.in_key_order:
         # The key's index refuses a repeated key; the staged path then resolves or names it.
-        staged = (Attempt((CopyFrame("target"),), ("unique_violation",), staged),)
-    return replace(planned, steps=staged, stage=stage, casts=casts, compare_as=compare_as)
+        # A replace still deletes first: another writer may fill the table meanwhile.
+        first: tuple[Step, ...] = (
+            (Delete(partitioned=False),) if options.write_mode == "replace" else ()
+        )
+        staged = (*first, Attempt((CopyFrame("target"),), ("unique_violation",), staged))
+    return replace(
+        planned,
+        steps=staged,
+        stage=stage,
+        casts=casts,
+        compare_as=compare_as,
+        numbered=_numbered(options),
+    )
 
 
 def _staged_steps(
@@ -192,6 +217,8 @@ def _staged_steps(
     partition: Sequence[PartitionSlice],
     empty: bool,
     nested: bool,
+    *,
+    diagnose_casts: bool,
 ) -> tuple[Step, ...]:
     key = options.conflict_target
     keyed_merge = bool(key) and options.write_mode != "append"
@@ -221,22 +248,26 @@ def _staged_steps(
         steps.append(RefuseRepeatedKeys())
     if added:
         steps.append(AddColumns(added))
-    if options.write_mode == "replace" and not empty:
+    if options.write_mode == "replace" and (key or not empty):
+        # Keyed: even into a table found empty, which another writer may fill meanwhile.
         steps.append(Delete(partitioned=bool(partition), missing_only=bool(key)))
     if not keyed_merge:
-        steps.append(Insert())
+        steps.append(Insert(diagnose_casts=diagnose_casts))
         return tuple(steps)
-    merge = _merge_steps(options, catalog, frame)
+    merge = _merge_steps(options, catalog, frame, diagnose_casts)
     if empty:
         # A plain INSERT in key order grows the key's B-tree at its right edge, about twice
         # as fast as a merge; a collision (a repeated key, another writer's row) falls back.
-        steps.append(Attempt((Insert(in_key_order=True),), ("unique_violation",), merge))
+        insert = Insert(in_key_order=True, diagnose_casts=diagnose_casts)
+        steps.append(Attempt((insert,), ("unique_violation",), merge))
     else:
         steps.extend(merge)
     return tuple(steps)
 
 
-def _merge_steps(options: WritePlan, catalog: Catalog, frame: PreparedFrame) -> tuple[Step, ...]:
+def _merge_steps(
+    options: WritePlan, catalog: Catalog, frame: PreparedFrame, diagnose_casts: bool
+) -> tuple[Step, ...]:
     """MERGE where the server has MERGE ... RETURNING and the table no rules (which MERGE
     refuses); else INSERT ... ON CONFLICT, which also takes over when a MERGE meets a key
     another writer inserted meanwhile (it waits for that row, then resolves it) or a key
@@ -248,11 +279,11 @@ def _merge_steps(options: WritePlan, catalog: Catalog, frame: PreparedFrame) -> 
     on_conflict: list[Step] = []
     if refuse:
         on_conflict.append(RefuseRepeatedKeys())
-    on_conflict.append(Merge("on_conflict", options.on_conflict, updates))
+    on_conflict.append(Merge("on_conflict", options.on_conflict, updates, False, diagnose_casts))
     table = catalog.table
     if catalog.server_version < MERGE_RETURNING_SINCE or (table is not None and table.has_rules):
         return tuple(on_conflict)
-    merge = Merge("merge", options.on_conflict, updates, refuse_repeated=refuse)
+    merge = Merge("merge", options.on_conflict, updates, refuse, diagnose_casts)
     unless = ("cardinality_violation", "unique_violation", "feature_not_supported")
     return (Attempt((merge,), unless, tuple(on_conflict)),)
 
@@ -344,15 +375,15 @@ def _row_counts(
     counted: RowCount = "count" if cheap else "unknown"
     # An empty frame replaces nothing (see plan_write).
     replacing = options.write_mode == "replace" and rows > 0
-    if empty:
-        whole: RowCount = "inserted"
-    elif replacing and not partition:
-        whole = "staged"  # the table becomes the frame
+    if replacing and not partition:
+        whole: RowCount = "staged"  # the table becomes the frame
+    elif empty:
+        whole = "inserted"
     else:
         whole = counted
     if not partition:
         return whole, None
-    part: RowCount = "inserted" if empty else "staged" if replacing else counted
+    part: RowCount = "staged" if replacing else "inserted" if empty else counted
     return whole, part
 
 

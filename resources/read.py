@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from . import sql
 from .catalog import Column, read_catalog, restore_settings
 from .errors import TableMismatchError
 from .options import PartitionSlice
@@ -73,7 +74,7 @@ async def read_frame(
             raise
         if nested:
             await restore_settings(driver, catalog)
-    return await decoder.frame(rows=_affected(status))
+    return await decoder.frame(rows=sql.affected(status))
 
 
 def read_query(
@@ -91,11 +92,6 @@ def read_query(
     if where:
         query += f" WHERE {where}"
     return query, params
-
-
-def _affected(status: str) -> int:
-    """Row count of a command tag such as ``COPY 10``."""
-    return int(status.rsplit(" ", 1)[-1])
 
 
 # ---- decoding -----------------------------------------------------------------------------------

@@ -60,32 +60,33 @@ def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def repeated_key(stage: str, key: Sequence[str]) -> str:
-    """One key staged more than once, if any."""
+def repeated_key(source: str, key: Sequence[str]) -> str:
+    """One key staged more than once, if any (keys compared as the table's types)."""
     return (
-        f"SELECT {column_list(key)} FROM {quote_ident(stage)} GROUP BY {column_list(key)} "
+        f"SELECT {column_list(key)} FROM {source} AS s GROUP BY {column_list(key)} "
         "HAVING count(*) > 1 LIMIT 1"
     )
 
 
-def repeated_key_totals(stage: str, key: Sequence[str]) -> str:
+def repeated_key_totals(source: str, key: Sequence[str]) -> str:
     """How many keys are staged more than once, and in how many rows."""
     return (
         "SELECT count(*), sum(copies) FROM (SELECT count(*) AS copies FROM "
-        f"{quote_ident(stage)} GROUP BY {column_list(key)} HAVING count(*) > 1) AS repeated"
+        f"{source} AS s GROUP BY {column_list(key)} HAVING count(*) > 1) AS repeated"
     )
 
 
 def delete_repeated_keys(
-    stage: str, key: Sequence[str], row_number: str, *, keep_last: bool
+    stage: str, source: str, key: Sequence[str], row_number: str, *, keep_last: bool
 ) -> str:
-    """Delete every staged row but the first (or last) of its key."""
-    kept = "max" if keep_last else "min"
+    """Delete every staged row but the first (or last) of its key, the keys compared as the
+    table's types (``source``, which carries the row numbers)."""
     number = quote_ident(row_number)
+    order = "DESC" if keep_last else "ASC"
     return (
-        f"DELETE FROM {quote_ident(stage)} AS s USING (SELECT {column_list(key)}, "
-        f"{kept}({number}) AS kept FROM {quote_ident(stage)} GROUP BY {column_list(key)} "
-        f"HAVING count(*) > 1) AS d WHERE {key_match(key, 's', 'd')} AND s.{number} <> d.kept"
+        f"DELETE FROM {quote_ident(stage)} WHERE {number} IN (SELECT {number} FROM "
+        f"(SELECT {number}, row_number() OVER (PARTITION BY {column_list(key)} ORDER BY "
+        f"{number} {order}) AS copy FROM {source} AS s) AS numbered WHERE copy > 1)"
     )
 
 
@@ -147,10 +148,9 @@ def insert_from_stage(
 
 
 def add_columns(target: str, columns: Sequence[tuple[str, str]]) -> str:
-    """One ALTER TABLE adding the columns; a column another writer added meanwhile is kept."""
-    clauses = ", ".join(
-        f"ADD COLUMN IF NOT EXISTS {quote_ident(name)} {pg_type}" for name, pg_type in columns
-    )
+    """One ALTER TABLE adding the columns. Without IF NOT EXISTS: a column another writer
+    added meanwhile, perhaps of another type, fails it, and the write is planned again."""
+    clauses = ", ".join(f"ADD COLUMN {quote_ident(name)} {pg_type}" for name, pg_type in columns)
     return f"ALTER TABLE {target} {clauses}"
 
 
@@ -344,12 +344,12 @@ def partition_filter(
                     f"partition_expr column {part.column!r} is {pg_type}; a time-window "
                     "partition needs a date or timestamp column"
                 )
-            cast = str(pg_type)
+            cast = pg_type.unmodified
             start, end = f"CAST(${first}::text AS {cast})", f"CAST(${first + 1}::text AS {cast})"
             clauses.append(f"{col} >= {start} AND {col} < {end}")
             params += [part.start.isoformat(), part.end.isoformat()]
         else:
-            clauses.append(f"{col} = ANY(CAST(${first}::text[] AS {pg_type}[]))")
+            clauses.append(f"{col} = ANY(CAST(${first}::text[] AS {pg_type.unmodified}[]))")
             params.append(list(part.keys))
     return (" AND ".join(f"({c})" for c in clauses) or None), params
 
@@ -375,3 +375,8 @@ def is_empty(target: str) -> str:
 def cast_probe(stage: str, column: str, pg_type: str) -> str:
     """Cast every staged value of ``column`` to ``pg_type``, to find which column fails."""
     return f"SELECT count(CAST({quote_ident(column)} AS {pg_type})) FROM {quote_ident(stage)}"
+
+
+def affected(status: str) -> int:
+    """Row count of a command tag such as ``INSERT 0 5``, ``DELETE 3`` or ``COPY 10``."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -94,9 +94,11 @@ class Delete:
 
 @dataclass(frozen=True)
 class Insert:
-    """INSERT the staged rows as they are (in key order when ``in_key_order``)."""
+    """INSERT the staged rows as they are (in key order when ``in_key_order``). With
+    ``diagnose_casts``, in a savepoint, so that a failed cast can be traced to its column."""
 
     in_key_order: bool = False
+    diagnose_casts: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Merge:
     on_conflict: Literal["update", "nothing"]
     update_columns: tuple[str, ...]
     refuse_repeated: bool = False
+    diagnose_casts: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,17 +149,20 @@ class Steps:
     ``where``/``params`` the partition filter on alias ``t``, ``casts`` the (column, staged
     type, table type) triples read from the stage with an explicit cast (and probed one by
     one to name the column a failed cast belongs to), ``compare_as`` the (column, type) pairs
-    compared as that type to tell a changed row,
-    ``row_count``/``partition_row_count`` how the result's counts are known, ``columns``
-    the table's (name, type) pairs after the write."""
+    compared as that type to tell a changed row, ``row_count``/``partition_row_count`` how
+    the result's counts are known, ``table_columns`` the table's (name, type) pairs after the
+    write."""
 
     steps: tuple[Step, ...]
-    columns: tuple[str, ...]
     stage: str = ""
     where: str | None = None
     params: tuple[Any, ...] = ()
     casts: tuple[tuple[str, str, str], ...] = ()
     compare_as: tuple[tuple[str, str], ...] = ()
+    # The stage carries each row's position in the frame (duplicates keep_first/keep_last).
+    numbered: bool = False
+    # The table did not exist: the steps create it, and the write is planned again.
+    replan: bool = False
     row_count: RowCount = "unknown"
     partition_row_count: RowCount | None = None
     table_columns: tuple[tuple[str, str], ...] = field(default=())

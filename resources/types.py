@@ -36,7 +36,7 @@ DISPLAY: Mapping[str, str] = {
 
 # PostgreSQL keeps at most microseconds: a time type with this precision (or none) rounds
 # nothing a frame can hold.
-MICROSECONDS = 6
+MAX_TIME_PRECISION = 6
 
 _INTEGERS = frozenset({"int2", "int4", "int8"})
 _TIME_TYPES = frozenset({"time", "timetz", "timestamp", "timestamptz"})
@@ -70,10 +70,19 @@ class PgType:
 
     @property
     def varchar_length(self) -> int | None:
-        """``n`` of ``varchar(n)``; None when unlimited or not varchar."""
-        if self.name != "varchar" or self.modifier < 0:
+        """``n`` of ``varchar(n)``; None when unlimited, an array, or not varchar."""
+        if self.name != "varchar" or self.modifier < 0 or self.array:
             return None
         return self.modifier - 4  # VARHDRSZ
+
+    @property
+    def unmodified(self) -> str:
+        """The type without its modifier, as SQL: a cast to it never rounds or truncates
+        (an explicit cast to ``varchar(3)`` would cut a longer value)."""
+        if self.modifier < 0 or self.name in ("enum", "other"):
+            return str(self)
+        base = DISPLAY.get(self.name, self.name)
+        return base + "[]" if self.array else base
 
 
 def frame_type(ddl: str, *, zoned: bool = False) -> PgType:
@@ -120,7 +129,6 @@ LOSSLESS_CASTS: frozenset[tuple[str, str]] = frozenset(
         ("text", "inet"),
         ("text", "cidr"),
         ("text", "macaddr"),
-        ("text", "macaddr8"),
         ("jsonb", "json"),
     }
 )
@@ -149,15 +157,16 @@ def _modifier_keeps_values(frame: PgType, table: PgType) -> bool:
         return True
     if table.name == "numeric":
         # numeric(p,s) rounds to s digits: only whole numbers keep every digit (a number
-        # too large for p fails loudly).
-        return frame.name in _INTEGERS
+        # too large for p fails loudly), and only with s >= 0 (numeric(5,-2) rounds 1234).
+        scale = (((table.modifier - 4) & 0x7FF) ^ 1024) - 1024
+        return frame.name in _INTEGERS and scale >= 0
     if table.name in _TIME_TYPES:
-        return table.modifier == MICROSECONDS
+        return table.modifier == MAX_TIME_PRECISION
     if table.name == "interval":
         precision = table.modifier & 0xFFFF
         fields = (table.modifier >> 16) & 0x7FFF
         return fields == _INTERVAL_FULL_RANGE and precision in (
-            MICROSECONDS,
+            MAX_TIME_PRECISION,
             _INTERVAL_FULL_PRECISION,
         )
     # varchar(n) is checked for length; other modifiers (bit(n), char(n)) are refused.
@@ -205,7 +214,7 @@ _FINITE_TIMESTAMP = (
     "WHEN '-infinity' THEN {type} '0001-01-01 00:00:00' ELSE {{}} END"
 )
 # Microseconds; an interval's month counts 30 days, as PostgreSQL's own epoch does.
-_MICROSECONDS = "(extract(epoch FROM {}) * 1000000)::bigint"
+_EPOCH_MICROSECONDS = "(extract(epoch FROM {}) * 1000000)::bigint"
 # An infinite interval (PostgreSQL 17+) has no bigint: it reads as the largest or smallest
 # timedelta64[us] (NaT is the smallest int64).
 _INTERVAL_MICROSECONDS = (
@@ -227,7 +236,7 @@ READ_TYPES: Mapping[str, ReadType] = {
     "timestamptz": ReadType(
         pa.timestamp("us", tz="UTC"), select=_FINITE_TIMESTAMP.format(type="TIMESTAMPTZ")
     ),
-    "time": ReadType(pa.int64(), "micros_time", _MICROSECONDS),
+    "time": ReadType(pa.int64(), "micros_time", _EPOCH_MICROSECONDS),
     "interval": ReadType(pa.int64(), "micros_interval", _INTERVAL_MICROSECONDS),
     "numeric": ReadType(pa.large_string(), "decimal"),
     "uuid": ReadType(pa.large_string(), "uuid"),

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
 import asyncpg
 
@@ -78,22 +79,24 @@ class Write:
 
     @property
     def source(self) -> str:
-        """The stage as the table's rows: a FROM item with the planned casts."""
+        """The stage as the table's rows: a FROM item with the planned casts (and the row
+        numbers, when the stage has them)."""
         casts = {column: table_type for column, _, table_type in self.planned.casts}
-        return sql.staged(self.planned.stage, self.frame.columns, casts)
+        columns = (*self.frame.columns, *((ROW_NUMBER_COLUMN,) if self.planned.numbered else ()))
+        return sql.staged(self.planned.stage, columns, casts)
 
 
-async def create_table(driver: asyncpg.Connection, step: steps.CreateTable, table: str) -> None:
+async def _create_table(write: Write, step: steps.CreateTable) -> None:
     """Create the schema if missing, then the table. Parallel steps may create the same
     schema or tables in it at once; IF NOT EXISTS alone still races in the catalog (a unique
     violation), so creators take turns."""
-    await driver.execute(
+    await write.driver.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _CREATE_LOCK.format(step.schema)
     )
-    create = sql.create_table(sql.qualified(step.schema, table), step.columns, step.primary_key)
+    create = sql.create_table(write.target, step.columns, step.primary_key)
     if step.create_schema:
         create = f"CREATE SCHEMA IF NOT EXISTS {sql.quote_ident(step.schema)}; {create}"
-    await driver.execute(create)
+    await write.driver.execute(create)
 
 
 async def run(write: Write, todo: Sequence[steps.Step], before: Counts = Counts()) -> Counts:
@@ -128,6 +131,8 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
                     return await run(write, step.steps, so_far)
             except tuple(CONDITIONS[name] for name in step.unless):
                 return await run(write, step.otherwise, so_far)
+        case steps.CreateTable():
+            await _create_table(write, step)
         case steps.PrepareStage():
             script = sql.prepare_stage(
                 step.name, step.columns, create=step.create, clear=step.clear, evict=step.evict
@@ -139,19 +144,20 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
             if step.analyze:
                 await driver.execute(f"ANALYZE {sql.quote_ident(stage)}")
             return Counts(staged=rows)
-        case steps.CopyFrame(into="target"):
+        case steps.CopyFrame():
             rows = await _copy(write, write.schema, write.table)
             return Counts(staged=rows, inserted=rows)
         case steps.KeepOnePerKey():
             status = await driver.execute(
                 sql.delete_repeated_keys(
                     stage,
+                    write.source,
                     write.options.conflict_target,
                     ROW_NUMBER_COLUMN,
                     keep_last=step.keep_last,
                 )
             )
-            return Counts(staged=-_affected(status))
+            return Counts(staged=-sql.affected(status))
         case steps.CheckLengths():
             await _check_lengths(write, step)
         case steps.CheckRowsInPartition():
@@ -172,9 +178,11 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
                 else sql.delete_all(write.target, where)
             )
             params = planned.params if where else ()
-            return Counts(deleted=_affected(await driver.execute(statement, *params)))
+            return Counts(deleted=sql.affected(await driver.execute(statement, *params)))
         case steps.Insert() | steps.Merge():
             return await _merge(write, step, so_far)
+        case _:
+            assert_never(step)
     return Counts()
 
 
@@ -211,21 +219,24 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
             compare_as=compare_as,
         )
     try:
-        if not write.planned.casts:
+        if not step.diagnose_casts:
             counts = await _execute(write.driver, statement, isinstance(step, steps.Insert))
         else:
             # A savepoint, so that a failed cast can be diagnosed column by column.
             async with write.driver.transaction():
                 counts = await _execute(write.driver, statement, isinstance(step, steps.Insert))
     except _CAST_FAILURES as exc:
-        raise await _diagnose(write) or exc from exc
+        diagnosed = await _diagnose(write) if step.diagnose_casts else None
+        if diagnosed is None:
+            raise
+        raise diagnosed from exc
     write.progress(f"merged into {write.name} in {time.monotonic() - started:.1f} s")
     return counts
 
 
 async def _execute(driver: asyncpg.Connection, statement: str, plain: bool) -> Counts:
     if plain:
-        return Counts(inserted=_affected(await driver.execute(statement)))
+        return Counts(inserted=sql.affected(await driver.execute(statement)))
     row = await driver.fetchrow(statement)
     return Counts(inserted=int(row["inserted"]), updated=int(row["updated"]))
 
@@ -256,7 +267,7 @@ async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool 
         while True:
             done, _ = await asyncio.wait({copying}, timeout=CONNECTION_CHECK_SECONDS)
             if done:
-                return _affected(copying.result())
+                return sql.affected(copying.result())
             if write.driver.is_closed():
                 raise asyncpg.ConnectionDoesNotExistError("the connection closed during COPY")
     finally:
@@ -308,10 +319,10 @@ async def _refuse_repeated_keys(write: Write) -> None:
     """Refuse a key staged more than once, naming one. Checked on the server: an index of
     the keys held in the client would grow with the frame."""
     key = write.options.conflict_target
-    example = await write.driver.fetchrow(sql.repeated_key(write.planned.stage, key))
+    example = await write.driver.fetchrow(sql.repeated_key(write.source, key))
     if example is None:
         return
-    keys, rows = await write.driver.fetchrow(sql.repeated_key_totals(write.planned.stage, key))
+    keys, rows = await write.driver.fetchrow(sql.repeated_key_totals(write.source, key))
     raise FrameError(
         f"{keys} conflict_target key(s) on {list(key)} appear more than once ({rows} rows), "
         f"e.g. {dict(example)}; drop the duplicates or set the metadata key 'duplicates' to "
@@ -351,8 +362,3 @@ def _every(seconds: float) -> Callable[[], bool]:
         return True
 
     return due
-
-
-def _affected(status: str) -> int:
-    """Row count of a command tag such as ``INSERT 0 5``, ``DELETE 3`` or ``COPY 10``."""
-    return int(status.rsplit(" ", 1)[-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import decimal
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -68,18 +69,14 @@ def planned(
     **kwargs: Any,
 ) -> Steps:
     prepared = prepare_frame(frame() if data is None else data, options, partition)
-    return plan_write(options, cat, prepared, name="public.t", partition=partition, **kwargs)
+    return plan_write(
+        options, cat, prepared, schema="public", table_name="t", partition=partition, **kwargs
+    )
 
 
 # (mode, key shape, table state) -> (steps, how row_count is known, how partition_row_count is)
 MATRIX = {
-    ("upsert", "one", "missing"): (
-        [
-            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
-        ],
-        "inserted",
-        None,
-    ),
+    ("upsert", "one", "missing"): (["CreateTable"], "unknown", None),
     ("upsert", "one", "empty"): (
         [
             "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
@@ -116,15 +113,7 @@ MATRIX = {
         "count",
         "count",
     ),
-    ("upsert", "two", "missing"): (
-        [
-            "PrepareStage",
-            "CopyFrame(stage)",
-            "Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]",
-        ],
-        "inserted",
-        None,
-    ),
+    ("upsert", "two", "missing"): (["CreateTable"], "unknown", None),
     ("upsert", "two", "empty"): (
         [
             "PrepareStage",
@@ -163,8 +152,8 @@ MATRIX = {
         "count",
         "count",
     ),
-    ("replace", "none", "missing"): (["CopyFrame(target)"], "inserted", None),
-    ("replace", "none", "empty"): (["CopyFrame(target)"], "inserted", None),
+    ("replace", "none", "missing"): (["CreateTable"], "unknown", None),
+    ("replace", "none", "empty"): (["CopyFrame(target)"], "staged", None),
     ("replace", "none", "filled"): (["Delete", "CopyFrame(target)"], "staged", None),
     ("replace", "none", "large"): (["Delete", "CopyFrame(target)"], "staged", None),
     ("replace", "none", "partitioned"): (
@@ -172,18 +161,13 @@ MATRIX = {
         "count",
         "staged",
     ),
-    ("replace", "one", "missing"): (
-        [
-            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
-        ],
-        "inserted",
-        None,
-    ),
+    ("replace", "one", "missing"): (["CreateTable"], "unknown", None),
     ("replace", "one", "empty"): (
         [
-            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
+            "Delete",
+            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Delete,Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]",
         ],
-        "inserted",
+        "staged",
         None,
     ),
     ("replace", "one", "filled"): (
@@ -218,22 +202,15 @@ MATRIX = {
         "count",
         "staged",
     ),
-    ("replace", "two", "missing"): (
-        [
-            "PrepareStage",
-            "CopyFrame(stage)",
-            "Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]",
-        ],
-        "inserted",
-        None,
-    ),
+    ("replace", "two", "missing"): (["CreateTable"], "unknown", None),
     ("replace", "two", "empty"): (
         [
             "PrepareStage",
             "CopyFrame(stage)",
+            "Delete",
             "Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]",
         ],
-        "inserted",
+        "staged",
         None,
     ),
     ("replace", "two", "filled"): (
@@ -268,7 +245,7 @@ MATRIX = {
         "count",
         "staged",
     ),
-    ("append", "none", "missing"): (["CopyFrame(target)"], "inserted", None),
+    ("append", "none", "missing"): (["CreateTable"], "unknown", None),
     ("append", "none", "empty"): (["CopyFrame(target)"], "inserted", None),
     ("append", "none", "filled"): (["CopyFrame(target)"], "count", None),
     ("append", "none", "large"): (["CopyFrame(target)"], "unknown", None),
@@ -277,11 +254,7 @@ MATRIX = {
         "count",
         "count",
     ),
-    ("append", "one", "missing"): (
-        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
-        "inserted",
-        None,
-    ),
+    ("append", "one", "missing"): (["CreateTable"], "unknown", None),
     ("append", "one", "empty"): (
         ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
         "inserted",
@@ -308,11 +281,7 @@ MATRIX = {
         "count",
         "count",
     ),
-    ("append", "two", "missing"): (
-        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
-        "inserted",
-        None,
-    ),
+    ("append", "two", "missing"): (["CreateTable"], "unknown", None),
     ("append", "two", "empty"): (
         ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
         "inserted",
@@ -347,12 +316,10 @@ def test_every_mode_table_state_and_key_shape(mode: str, key: str, state: str) -
     options = WritePlan.from_options(conflict_target=KEYS[key], write_mode=mode)
     columns = options.conflict_target
     partition = PARTITION if state == "partitioned" else ()
-    steps = planned(
-        options,
-        catalog(columns, size=SIZES[state]),
-        partition=partition,
-        empty=state in ("missing", "empty"),
-    )
+    cat = catalog(columns, size=SIZES[state])
+    if state == "missing":
+        cat = replace(cat, table=None)
+    steps = planned(options, cat, partition=partition, empty=state == "empty")
     assert (plan_summary(steps), steps.row_count, steps.partition_row_count) == MATRIX[
         (mode, key, state)
     ]
@@ -538,3 +505,28 @@ def test_a_domain_column_is_cast_so_that_its_check_names_the_column() -> None:
     )
     assert steps.casts == (("v", "bigint", "positive"),)
     assert plan_summary(steps)[0] == "PrepareStage"  # not COPYed straight into the table
+
+
+def test_a_missing_table_is_created_and_the_write_planned_again() -> None:
+    options = WritePlan.from_options(conflict_target="id")
+    steps = planned(options, replace(catalog(), table=None))
+    assert steps.replan and plan_summary(steps) == ["CreateTable"]
+
+
+def test_a_new_decimal_column_is_cast_from_its_text() -> None:
+    options = WritePlan.from_options(conflict_target="id")
+    steps = planned(options, catalog(), frame(amount=[decimal.Decimal("1.5")] * 3))
+    assert ("amount", "text", "numeric") in steps.casts
+    assert ("amount", "numeric") in steps.table_columns
+
+
+def test_a_negative_scale_rounds_integers_and_is_refused() -> None:
+    # numeric(5,-2): ((-2 & 0x7FF) | 5 << 16) + 4
+    rounding = PgType("numeric", modifier=((5 << 16) | (-2 & 0x7FF)) + 4, display="numeric(5,-2)")
+    columns = {**COLUMNS, "v": Column("v", rounding)}
+    with pytest.raises(TableMismatchError, match="numeric"):
+        planned(
+            WritePlan.from_options(conflict_target="id"),
+            catalog(columns=columns),
+            frame(v=[1, 2, 3]),
+        )
