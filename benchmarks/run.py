@@ -409,12 +409,15 @@ def _size(n: int) -> str:
     return f"{n:,}"
 
 
-def large_cases(large_rows: int) -> tuple[str, str]:
-    """The names of the upsert into the SMALL_TABLE_ROWS table and into the large one."""
-    return (
-        f"package: 10k upsert into {_size(SMALL_TABLE_ROWS)} rows",
-        f"package: 10k upsert into {_size(large_rows)} rows",
-    )
+def large_cases(large_rows: int) -> dict[str, str]:
+    """The names of the 10k-row upserts: ``{who} {when} {size}`` -> case name, for who in
+    (package, minimal), when in (steady, checkpoint), size in (small, large)."""
+    names = {}
+    for who, label in (("package", "package"), ("minimal", "minimal asyncpg")):
+        for when, after in (("steady", ""), ("checkpoint", " after CHECKPOINT")):
+            for size, rows in (("small", SMALL_TABLE_ROWS), ("large", large_rows)):
+                names[f"{who} {when} {size}"] = f"{label}: 10k upsert{after} into {_size(rows)}"
+    return names
 
 
 async def build_table(bench: Bench, rows: int, stride: int) -> float:
@@ -440,24 +443,58 @@ async def build_table(bench: Bench, rows: int, stride: int) -> float:
 
 
 async def large_table(bench: Bench, large_rows: int) -> dict[str, Any]:
-    """The same 10,000-row upserts (existing keys, changed values, random order) into a
-    SMALL_TABLE_ROWS table and into a ``large_rows`` one. The small table's keys are spread
-    over the large one's key range, and run r of both upserts block r of the keys: rows no
-    earlier run moved."""
+    """10,000-row upserts (existing keys, changed values, random order) into a
+    SMALL_TABLE_ROWS table and into a ``large_rows`` one, whose keys are spread over the same
+    range, by this package and by minimal_upsert:
+
+    - steady: every run changes the same 10,000 rows again (an untimed first run brings
+      their pages into memory), with VACUUM between runs: what a write pays for the size of
+      its table when the rows it touches are cached;
+    - after CHECKPOINT: every run changes 10,000 rows no earlier run touched, right after a
+      checkpoint, so every page it changes is read and logged in full (a full-page image in
+      the WAL): what any writer pays, 10,000 pages of the large table against a few
+      thousand of the small one."""
     stride = large_rows // SMALL_TABLE_ROWS
     rng = np.random.default_rng(8)
     blocks = rng.permutation(SMALL_TABLE_ROWS).reshape(-1, LARGE_UPSERT_ROWS) * stride
-    upserts = [
-        frame(LARGE_UPSERT_ROWS, seed=20 + r, keys=blocks[r % len(blocks)])
-        for r in range(bench.repeat)
-    ]
+    names = large_cases(large_rows)
     built: dict[str, float] = {}
-    for case, rows, key_stride in zip(
-        large_cases(large_rows), (SMALL_TABLE_ROWS, large_rows), (stride, 1), strict=True
-    ):
-        built[str(rows)] = await build_table(bench, rows, key_stride)
-        print(f"  (built the {rows:,}-row table in {built[str(rows)]:.1f} s)", flush=True)
-        await _upsert_runs(bench, case, rows, upserts)
+    postgres = PostgresResource(url=bench.url)
+    conn = await asyncpg.connect(bench.url)
+    try:
+        for size, rows, key_stride in (
+            ("small", SMALL_TABLE_ROWS, stride),
+            ("large", large_rows, 1),
+        ):
+            built[str(rows)] = await build_table(bench, rows, key_stride)
+            print(f"  (built the {rows:,}-row table in {built[str(rows)]:.1f} s)", flush=True)
+            for who in ("package", "minimal"):
+                # steady: block 0 again and again; after CHECKPOINT: a fresh block each run.
+                first = 1 if who == "package" else 1 + bench.repeat
+                steady = [
+                    frame(LARGE_UPSERT_ROWS, seed=20 + r, keys=blocks[0])
+                    for r in range(bench.repeat + 1)
+                ]
+                fresh = [
+                    frame(LARGE_UPSERT_ROWS, seed=40 + r, keys=blocks[(first + r) % len(blocks)])
+                    for r in range(bench.repeat)
+                ]
+                await _upsert_runs(
+                    bench, names[f"{who} steady {size}"], rows, steady, who, postgres, conn
+                )
+                await _upsert_runs(
+                    bench,
+                    names[f"{who} checkpoint {size}"],
+                    rows,
+                    fresh,
+                    who,
+                    postgres,
+                    conn,
+                    checkpoint=True,
+                )
+    finally:
+        await conn.close()
+        postgres.dispose()
     await bench.reset()
     return {
         "table_rows": [SMALL_TABLE_ROWS, large_rows],
@@ -466,40 +503,45 @@ async def large_table(bench: Bench, large_rows: int) -> dict[str, Any]:
     }
 
 
-async def _upsert_runs(bench: Bench, case: str, rows: int, upserts: list[pd.DataFrame]) -> None:
-    """Time ``upserts``, one a run, through one warm PostgresResource."""
-    postgres = PostgresResource(url=bench.url)
+async def _upsert_runs(
+    bench: Bench,
+    case: str,
+    rows: int,
+    upserts: list[pd.DataFrame],
+    who: str,
+    postgres: PostgresResource,
+    conn: asyncpg.Connection,
+    *,
+    checkpoint: bool = False,
+) -> None:
+    """Time ``upserts``, one a run, by the package (through one warm PostgresResource) or
+    by minimal_upsert (on one open connection). Without ``checkpoint`` the first upsert is
+    an untimed warm-up."""
     pending = iter(upserts)
     current: list[pd.DataFrame] = []
 
-    async def next_upsert() -> None:
-        current[:] = [next(pending)]
-        await bench.sql(f"VACUUM ANALYZE {TABLE}")
-        await bench.sql("CHECKPOINT")
-
-    def upsert() -> Any:
+    def package() -> Any:
         return postgres.run(
             lambda c: copy_upsert(c, current[0], schema="public", table=TABLE, plan=PLAN)
         )
 
-    try:
-        # The pool's connection and the resource's event loop, before any timing: one new
-        # row, deleted again (the first setup vacuums it away).
-        warm = frame(1, seed=9, keys=np.array([-1]))
-        await asyncio.to_thread(
-            postgres.run,
-            lambda c: copy_upsert(c, warm, schema="public", table=TABLE, plan=PLAN),
-        )
-        await bench.sql(f"DELETE FROM {TABLE} WHERE id = -1")
-        await bench.timed(
-            case,
-            LARGE_UPSERT_ROWS,
-            lambda: asyncio.to_thread(upsert),
-            setup=next_upsert,
-            note=f"into {rows:,} rows",
-        )
-    finally:
-        postgres.dispose()
+    async def upsert() -> Any:
+        if who == "package":
+            return await asyncio.to_thread(package)
+        return await minimal_upsert(conn, current[0])
+
+    async def next_upsert() -> None:
+        current[:] = [next(pending)]
+        await bench.sql(f"VACUUM ANALYZE {TABLE}")
+        if checkpoint:
+            await bench.sql("CHECKPOINT")
+
+    if not checkpoint:
+        await next_upsert()
+        await upsert()
+    await bench.timed(
+        case, LARGE_UPSERT_ROWS, upsert, setup=next_upsert, note=f"into {rows:,} rows"
+    )
 
 
 async def seed_method(bench: Bench, data: pd.DataFrame) -> None:
@@ -680,7 +722,7 @@ def report(
 ) -> None:
     by = {r.case: r for r in results}
     large_rows = large_info["table_rows"][1]
-    into_small, into_large = large_cases(large_rows)
+    names = large_cases(large_rows)
     limit = by["limit: server COPY binary"]
     per_row = {case: r.seconds / r.rows for case, r in by.items()}
     fresh = by["package: fresh table (all inserts)"]
@@ -711,8 +753,21 @@ def report(
         ratios[f"{n:,}-row upsert into {_size(rows)} rows / minimal asyncpg"] = (
             by[package].seconds / by[minimal].seconds
         )
-    ratios[f"10k upsert into {_size(large_rows)} rows / into {_size(SMALL_TABLE_ROWS)} rows"] = (
-        by[into_large].seconds / by[into_small].seconds
+    large, small = _size(large_rows), _size(SMALL_TABLE_ROWS)
+    ratios[f"10k upsert into {large} rows / into {small} rows"] = (
+        by[names["package steady large"]].seconds / by[names["package steady small"]].seconds
+    )
+    ratios[f"the same, minimal asyncpg: into {large} / into {small}"] = (
+        by[names["minimal steady large"]].seconds / by[names["minimal steady small"]].seconds
+    )
+    for who in ("package", "minimal"):
+        ratios[f"after CHECKPOINT, {who}: into {large} / into {small}"] = (
+            by[names[f"{who} checkpoint large"]].seconds
+            / by[names[f"{who} checkpoint small"]].seconds
+        )
+    ratios[f"after CHECKPOINT, into {large}: package / minimal asyncpg"] = (
+        by[names["package checkpoint large"]].seconds
+        / by[names["minimal checkpoint large"]].seconds
     )
     small, large = growth.values()
     ratios["peak RSS 5x rows / 1x rows"] = large["peak_above_frame_mb"] / max(
@@ -798,7 +853,7 @@ def chart(results: list[Result], limit: Result, rows: int, version: str, machine
     per_row_limit = limit.seconds / limit.rows
     names = [r.case for r in results]
     ratios = [r.seconds / r.rows / per_row_limit for r in results]
-    fig, ax = plt.subplots(figsize=(10, 6))
+    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.3 * len(names)))
     colors = [
         "#888"
         if n.startswith("limit")

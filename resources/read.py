@@ -13,6 +13,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -126,6 +127,8 @@ _FROM_TEXT: Mapping[str, Callable[[str], Any]] = {
     "decimal": decimal.Decimal,
     "uuid": uuid.UUID,
     "json": json.loads,
+    # numeric[] travels as JSON numbers: parsed as Decimals, every digit kept.
+    "json_decimal": partial(json.loads, parse_float=decimal.Decimal, parse_int=decimal.Decimal),
 }
 
 

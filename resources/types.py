@@ -188,6 +188,7 @@ Decode = Literal[
     "decimal",
     "uuid",
     "json",
+    "json_decimal",  # JSON whose numbers are numerics -> Decimals
     "hex",  # bytea sent as hex -> bytes
 ]
 
@@ -247,11 +248,12 @@ READ_TYPES: Mapping[str, ReadType] = {
 
 # Arrays travel as JSON and come back as Python lists.
 _ARRAY = ReadType(pa.large_string(), "json", "to_json({})")
+_NUMERIC_ARRAY = ReadType(pa.large_string(), "json_decimal", "to_json({})")
 
 
 def read_type(column: PgType) -> ReadType:
     """How a column of this type is read. Types without a dtype of their own (text, varchar,
     char, enums, timetz, inet, cidr, macaddr, and anything not listed) come back as ``str``."""
     if column.array:
-        return _ARRAY
+        return _NUMERIC_ARRAY if column.name == "numeric" else _ARRAY
     return READ_TYPES.get(column.name, _TEXT)

@@ -187,6 +187,13 @@ CASES = [
     Case("domain-numeric", "price", "1.5", "object", decimal.Decimal("1.50")),
     Case("domain-text", "label", "'x'", "str", "x", np.nan),
     Case("int[]", "integer[]", "'{1,NULL,3}'", "object", [1, None, 3]),
+    Case(
+        "numeric[]",
+        "numeric[]",
+        "'{12345678901234567890.123456789,NULL,1.50}'",
+        "object",
+        [decimal.Decimal("12345678901234567890.123456789"), None, decimal.Decimal("1.50")],
+    ),
     Case("text[]", "text[]", """'{"a,b","c\\"d",NULL,""}'""", "object", ["a,b", 'c"d', None, ""]),
     Case("enum[]", "mood[]", "'{sad,happy}'", "object", ["sad", "happy"]),
 ]
