@@ -75,7 +75,15 @@ async def read_frame(
             raise
         if nested:
             await restore_settings(driver, catalog)
-    return await decoder.frame(rows=sql.affected(status))
+    try:
+        return await decoder.frame(rows=sql.affected(status))
+    except pa.ArrowInvalid as exc:
+        # A value PostgreSQL stores but pandas cannot hold (a date after 9999, BC).
+        raise TableMismatchError(
+            f"table {schema}.{table} holds a value that cannot be read as its column's type "
+            f"says ({exc}): read the other columns (the input's 'columns' metadata), or "
+            "convert the values in the table"
+        ) from exc
 
 
 def read_query(

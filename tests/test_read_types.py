@@ -508,3 +508,13 @@ def test_inside_a_callers_transaction_its_time_zone_is_kept(
     assert (zone, style) == ("Asia/Tokyo", "German, DMY")
     assert sorted(read["id"].tolist()) == [1, 2, 5]
     assert read["at"].min() == pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def test_a_value_pandas_cannot_hold_fails_naming_the_table(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute("CREATE TABLE far (id int, d date); INSERT INTO far VALUES (1, '10000-01-01')")
+    with pytest.raises(TableMismatchError, match=r"table public\.far holds a value"):
+        postgres.run(lambda conn: read_table(conn, schema="public", table="far"))
+    read = postgres.run(lambda conn: read_table(conn, schema="public", table="far", columns=["id"]))
+    assert read["id"].tolist() == [1]
