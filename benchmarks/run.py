@@ -157,6 +157,35 @@ class Bench:
             start = time.perf_counter()
             value = await work()
             runs.append(time.perf_counter() - start)
+        self._record(case, rows, runs, note, batch)
+        return value
+
+    async def timed_in_turns(
+        self,
+        cases: list[tuple[str, Callable[[], Awaitable[Any]]]],
+        rows: int,
+        *,
+        setup: Callable[[], Awaitable[Any]] | None = None,
+        note: str = "",
+        batch: int = 1,
+    ) -> dict[str, Any]:
+        """Like :meth:`timed` for cases compared as a ratio: each run times every case in
+        turn, so that the machine's noise at any moment hits them alike. Returns each case's
+        last value."""
+        runs: dict[str, list[float]] = {case: [] for case, _ in cases}
+        values: dict[str, Any] = {}
+        for _ in range(self.repeat):
+            for case, work in cases:
+                if setup is not None:
+                    await setup()
+                start = time.perf_counter()
+                values[case] = await work()
+                runs[case].append(time.perf_counter() - start)
+        for case, _ in cases:
+            self._record(case, rows, runs[case], note, batch)
+        return values
+
+    def _record(self, case: str, rows: int, runs: list[float], note: str, batch: int) -> None:
         if batch > 1:
             note = f"{batch} per run, {min(runs) / batch * 1e3:.2f} ms each {note}".strip()
         result = Result(case, rows, min(runs), runs, note)
@@ -167,7 +196,6 @@ class Bench:
             f"{spread} {note}",
             flush=True,
         )
-        return value
 
 
 def binary_file(data: pd.DataFrame, path: Path) -> None:
@@ -380,17 +408,14 @@ async def _small_upsert_case(
 
     package, minimal = small_cases(n)
     note = f"into {len(data):,} rows"
-    await bench.timed(
-        package,
+    await bench.timed_in_turns(
+        [(package, lambda: asyncio.to_thread(package_batch)), (minimal, minimal_batch)],
         batch * n,
-        lambda: asyncio.to_thread(package_batch),
         setup=restore,
         note=note,
         batch=batch,
     )
-    ours = bench.results[-1]
-    await bench.timed(minimal, batch * n, minimal_batch, setup=restore, note=note, batch=batch)
-    theirs = bench.results[-1]
+    ours, theirs = bench.results[-2:]
     return {
         "rows_per_upsert": n,
         "upserts_per_run": batch,
@@ -631,24 +656,20 @@ async def reads(bench: Bench, data: pd.DataFrame) -> dict[str, Any]:
             cur.execute(query)
             return cur.fetch_arrow_table().to_pandas()
 
+    readers = {
+        "read: load_input (this package)": lambda: asyncio.to_thread(
+            postgres.run, lambda conn: read_table(conn, schema="public", table=TABLE)
+        ),
+        "read: connectorx.read_sql": lambda: asyncio.to_thread(
+            connectorx.read_sql, cx_url, query, return_type="pandas"
+        ),
+        "read: ADBC fetch_arrow_table().to_pandas()": lambda: asyncio.to_thread(adbc_read),
+    }
     try:
-        ours = await bench.timed(
-            "read: load_input (this package)",
-            rows,
-            lambda: asyncio.to_thread(
-                postgres.run, lambda conn: read_table(conn, schema="public", table=TABLE)
-            ),
-        )
+        frames = await bench.timed_in_turns(list(readers.items()), rows)
     finally:
         postgres.dispose()
-    cx = await bench.timed(
-        "read: connectorx.read_sql",
-        rows,
-        lambda: asyncio.to_thread(connectorx.read_sql, cx_url, query, return_type="pandas"),
-    )
-    ad = await bench.timed(
-        "read: ADBC fetch_arrow_table().to_pandas()", rows, lambda: asyncio.to_thread(adbc_read)
-    )
+    ours, cx, ad = frames.values()
     return {
         "dtypes": {
             name: {
