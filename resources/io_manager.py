@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,17 @@ from .resource import PostgresResource
 
 # Definition metadata keys that shape a write; see WritePlan.from_options.
 PLAN_KEYS = ("conflict_target", "write_mode", "on_conflict", "update_columns", "duplicates")
+# Every metadata key this IO manager reads. A key close to one of them is a typo: without
+# it a write may take another mode (no conflict_target: replace the whole table).
+KNOWN_KEYS = (
+    *PLAN_KEYS,
+    "schema_evolution",
+    "exact_row_count",
+    "schema",
+    "table",
+    "partition_expr",
+    "columns",
+)
 
 
 class PostgresUpsertIOManager(ConfigurableIOManager):
@@ -112,6 +124,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                     "pandas DataFrames: return a DataFrame, or give the asset another IO manager"
                 )
             metadata = _plain(context.definition_metadata)
+            _refuse_misspelled_keys(metadata)
             plan = WritePlan.from_options(
                 **{key: metadata.get(key) for key in PLAN_KEYS},
                 schema_evolution=metadata.get("schema_evolution", self.schema_evolution),
@@ -225,6 +238,19 @@ def _partition_slices(
         window = context.asset_partitions_time_window
         return (TimeWindowSlice(expr, window.start, window.end),)
     return (KeySlice(expr, tuple(context.asset_partition_keys)),)
+
+
+def _refuse_misspelled_keys(metadata: Mapping[str, Any]) -> None:
+    """Other metadata is the user's own; a key a letter or two away from one of ours is not."""
+    for key in metadata:
+        if key in KNOWN_KEYS:
+            continue
+        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.8)
+        if close:
+            raise WritePlanError(
+                f"unknown metadata key {key!r}: did you mean {close[0]!r}? (nothing was "
+                "written; metadata keys this IO manager reads: " + ", ".join(KNOWN_KEYS) + ")"
+            )
 
 
 def _plain(metadata: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from dagster import (
 from resources import PostgresResource
 
 from .conftest import Database
-from .helpers import counts, frame_asset, resources_for, run_assets, written
+from .helpers import counts, failure_message, frame_asset, resources_for, run_assets, written
 
 PRODUCTS = 'shop."products"'
 
@@ -324,3 +324,18 @@ def test_daily_partition_replace_touches_only_its_day(
         'SELECT at::date AS day, count(*) AS n FROM shop."visits" GROUP BY 1 ORDER BY 1'
     )
     assert [r["n"] for r in per_day] == [1, 3]
+
+
+def test_a_misspelled_metadata_key_fails_before_replacing_the_table(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """Without its conflict_target a write replaces the whole table: a key one letter away
+    from one the IO manager reads is refused, and the table keeps its rows."""
+    rows = pd.DataFrame({"id": range(100), "v": [1.0] * 100})
+    assert run_assets([frame_asset(rows, metadata={"conflict_target": "id"})], postgres).success
+    before = db.snapshot("shop.products")
+    typo = frame_asset(rows.iloc[:1], metadata={"conflict_tagret": "id", "owner": "team-a"})
+    result = run_assets([typo], postgres, raise_on_error=False)
+    message = failure_message(result)
+    assert "unknown metadata key 'conflict_tagret': did you mean 'conflict_target'?" in message
+    assert db.snapshot("shop.products") == before == (100, before[1])
