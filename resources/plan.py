@@ -30,6 +30,7 @@ from .steps import (
     CheckKeysInPartition,
     CheckLengths,
     CheckRowsInPartition,
+    CheckValuesKept,
     CopyFrame,
     CreateTable,
     Delete,
@@ -156,7 +157,7 @@ def plan_write(
     casts = tuple(
         (c, _staged_type(frame, c), str(types[c]) if c in missing else stored[c].type.display)
         for c in frame.columns
-        if fits.get(c) is Fit.CAST or c in checked or c in frame.decimal_columns
+        if fits.get(c) in (Fit.CAST, Fit.CHECKED) or c in checked or c in frame.decimal_columns
     )
     # json has no equality operator: whether a row changed is asked of its jsonb.
     compare_as = tuple(
@@ -239,6 +240,13 @@ def _staged_steps(
     )
     if limits:
         steps.append(CheckLengths(limits))
+    rounding = tuple(
+        (c, catalog.table.columns[c].type.display, catalog.table.columns[c].type.unmodified)  # type: ignore[union-attr]
+        for c, f in fits.items()
+        if f is Fit.CHECKED
+    )
+    if rounding:
+        steps.append(CheckValuesKept(rounding))
     if partition:
         steps.append(CheckRowsInPartition(tuple(s.column for s in partition)))
         if keyed_merge:

@@ -160,6 +160,16 @@ def too_long(stage: str, column: str) -> str:
     return f"SELECT {col} FROM {quote_ident(stage)} WHERE char_length({col}) > $1 LIMIT 1"
 
 
+def changed_by_cast(source: str, column: str, pg_type: str, unmodified: str) -> str:
+    """A staged value of ``column`` that the cast to ``pg_type`` (a type with a modifier)
+    would change, if any, as text."""
+    col = f"s.{quote_ident(column)}"
+    return (
+        f"SELECT {col}::text FROM {source} AS s WHERE CAST({col} AS {pg_type}) "
+        f"IS DISTINCT FROM CAST({col} AS {unmodified}) LIMIT 1"
+    )
+
+
 def outside_partition(source: str, columns: Sequence[str], where: str) -> str:
     """The partition columns of one staged row outside the partition, if any."""
     return (

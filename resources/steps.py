@@ -60,6 +60,14 @@ class CheckLengths:
 
 
 @dataclass(frozen=True)
+class CheckValuesKept:
+    """Refuse a staged value the column's modifier would round: (column, the table's type,
+    the same without its modifier) for each column to check."""
+
+    columns: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True)
 class CheckRowsInPartition:
     """Refuse staged rows outside the partition being written."""
 
@@ -129,6 +137,7 @@ Step = (
     | CopyFrame
     | KeepOnePerKey
     | CheckLengths
+    | CheckValuesKept
     | CheckRowsInPartition
     | CheckKeysInPartition
     | RefuseRepeatedKeys

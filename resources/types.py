@@ -103,6 +103,9 @@ class Fit(Enum):
     EXACT = "exact"  # same type: binary COPY can go straight into the table
     CAST = "cast"  # staged and cast by the server; a value that does not fit fails loudly
     LENGTH = "length"  # text into varchar(n): staged, and lengths checked before the merge
+    # A modifier that may round (numeric(p,s), timestamp(p), interval(p)): staged, and every
+    # value checked to be kept by the cast before the merge.
+    CHECKED = "checked"
 
 
 # (frame type, table type) pairs whose every value the table's type stores unchanged, or
@@ -141,8 +144,9 @@ def fit(frame: PgType, table: PgType) -> Fit | None:
         return None
     if table.name == "bpchar" and frame.name == "text":
         return None  # char(n) pads with spaces: the stored text would differ
+    castable = frame.name == table.name or (frame.name, table.name) in LOSSLESS_CASTS
     if not _modifier_keeps_values(frame, table):
-        return None
+        return Fit.CHECKED if castable and _rounds_checkably(table) else None
     if frame.name == table.name:
         return Fit.EXACT
     if (frame.name, table.name) not in LOSSLESS_CASTS:
@@ -171,6 +175,17 @@ def _modifier_keeps_values(frame: PgType, table: PgType) -> bool:
         )
     # varchar(n) is checked for length; other modifiers (bit(n), char(n)) are refused.
     return table.name == "varchar"
+
+
+def _rounds_checkably(table: PgType) -> bool:
+    """Whether the modifier only rounds (so a value it keeps is stored as it is): numeric's
+    scale and precision, a time type's fractional digits, an interval's precision over all
+    its fields. char(n) pads and bit(n) pads or cuts: never."""
+    if table.array:
+        return False
+    if table.name == "interval":
+        return (table.modifier >> 16) & 0x7FFF == _INTERVAL_FULL_RANGE
+    return table.name in _TIME_TYPES or table.name == "numeric"
 
 
 def time_window_type(table: PgType) -> bool:

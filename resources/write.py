@@ -160,6 +160,8 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
             return Counts(staged=-sql.affected(status))
         case steps.CheckLengths():
             await _check_lengths(write, step)
+        case steps.CheckValuesKept():
+            await _check_values_kept(write, step)
         case steps.CheckRowsInPartition():
             await _check_rows_in_partition(write, step)
         case steps.CheckKeysInPartition():
@@ -283,6 +285,29 @@ async def _check_lengths(write: Write, step: steps.CheckLengths) -> None:
             raise TableMismatchError(
                 f"column {column!r} of table {write.name} holds at most {limit} characters, "
                 f"but the frame has {value[:40]!r}...: shorten the value, or widen the column"
+            )
+
+
+async def _check_values_kept(write: Write, step: steps.CheckValuesKept) -> None:
+    """numeric(p,s), timestamp(p) and interval(p) round without a word: refuse a value
+    they would change, naming the column."""
+    raw = write.planned.stage
+    for column, pg_type, unmodified in step.columns:
+        query = sql.changed_by_cast(sql.quote_ident(raw), column, pg_type, unmodified)
+        try:
+            async with write.driver.transaction():  # an overflow fails the check alone
+                value = await write.driver.fetchval(query)
+        except asyncpg.DataError as failure:
+            raise TableMismatchError(
+                f"column {column!r} of table {write.name} is {pg_type}, which cannot hold "
+                f"every value of the frame ({failure}): fit the values to it, or alter the "
+                "table"
+            ) from failure
+        if value is not None:
+            raise TableMismatchError(
+                f"column {column!r} of table {write.name} is {pg_type}, which would round "
+                f"the frame's value {value}: round the values in the frame to fit, or alter "
+                "the table"
             )
 
 

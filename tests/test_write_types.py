@@ -143,6 +143,14 @@ ACCEPTED = [
         read=[decimal.Decimal("12345678.00"), decimal.Decimal("-1.00")],
     ),
     Accepted(
+        "numeric(10,2)-Decimal-that-fits",
+        "numeric(10,2)",
+        [decimal.Decimal("12345678.50"), decimal.Decimal("-3")],
+        "object",
+        stored=[decimal.Decimal("12345678.50"), decimal.Decimal("-3.00")],
+        read=[decimal.Decimal("12345678.50"), decimal.Decimal("-3.00")],
+    ),
+    Accepted(
         "domain-numeric(10,2)-int64",
         "price",
         np.array([7, -3]),
@@ -181,6 +189,27 @@ ACCEPTED = [
         pd.to_datetime([TS, None]).tz_localize("Europe/Paris"),
         "datetime64[us, Europe/Paris]",
         stored=[dt.datetime(2024, 1, 1, 9, 0, 0, 123456, tzinfo=UTC), None],
+    ),
+    Accepted(
+        "timestamptz(3)-whole-milliseconds",
+        "timestamptz(3)",
+        pd.to_datetime(["2024-01-01 10:00:00.123", None]).tz_localize("UTC"),
+        "datetime64[us, UTC]",
+        stored=[dt.datetime(2024, 1, 1, 10, 0, 0, 123000, tzinfo=UTC), None],
+    ),
+    Accepted(
+        "timestamp(0)-whole-seconds",
+        "timestamp(0)",
+        pd.to_datetime(["2024-01-01 10:00:01", None]),
+        "datetime64[us]",
+        stored=[dt.datetime(2024, 1, 1, 10, 0, 1), None],
+    ),
+    Accepted(
+        "interval(0)-whole-seconds",
+        "interval(0)",
+        pd.to_timedelta(["2 days 00:00:03", None]),
+        "timedelta64[us]",
+        stored=[dt.timedelta(days=2, seconds=3), None],
     ),
     Accepted(
         "timestamptz(6)",
@@ -284,7 +313,7 @@ PLANNED = [
         "1.5",
         [decimal.Decimal("1.234"), None],
         TableMismatchError,
-        r"numeric\(10,2\).*would not store unchanged",
+        r"numeric\(10,2\), which would round the frame's value 1\.234",
     ),
     Refused(
         "varchar(5)-6-chars",
@@ -308,7 +337,8 @@ PLANNED = [
         "'2024-01-01 00:00:00+00'",
         pd.to_datetime([TS, None]).tz_localize("UTC"),
         TableMismatchError,
-        r"timestamp\(3\) with time zone.*would not store unchanged",
+        r"timestamp\(3\) with time zone, which would round the frame's value "
+        r"2024-01-01 10:00:00\.123456",
     ),
     Refused(
         "timestamp(0)",
@@ -316,7 +346,7 @@ PLANNED = [
         "'2024-01-01 00:00:00'",
         pd.to_datetime([TS, None]),
         TableMismatchError,
-        r"timestamp\(0\) without time zone.*would not store unchanged",
+        r"timestamp\(0\) without time zone, which would round",
     ),
     Refused(
         "interval(0)",
@@ -324,7 +354,7 @@ PLANNED = [
         "'1 day'",
         pd.to_timedelta(["1.5s", None]),
         TableMismatchError,
-        r"interval\(0\).*would not store unchanged",
+        r"interval\(0\), which would round the frame's value 00:00:01\.5",
     ),
     Refused(
         "double-int64",
