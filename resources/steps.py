@@ -86,7 +86,8 @@ class RefuseRepeatedKeys:
 
 @dataclass(frozen=True)
 class AddColumns:
-    """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` for frame columns the table lacks."""
+    """``ALTER TABLE ... ADD COLUMN`` for frame columns the table lacks (a concurrent add of
+    the same column fails it, and the write is planned again)."""
 
     columns: tuple[tuple[str, str], ...]
 
