@@ -134,11 +134,10 @@ async def _write(
     catalog = await read_catalog(driver, schema, table)
     settings = catalog.previous_settings
     while True:
-        empty = catalog.table is not None and planner.needs_empty_probe(
+        probe = catalog.table is not None and planner.needs_empty_probe(
             options, catalog.table, frame
         )
-        if empty:
-            empty = await driver.fetchval(sql.is_empty(sql.qualified(schema, table)))
+        empty = probe and bool(await driver.fetchval(sql.is_empty(sql.qualified(schema, table))))
         steps = planner.plan_write(
             options,
             catalog,
