@@ -1,8 +1,8 @@
-"""Read a table into a pandas DataFrame: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``, parsed
-by Arrow piece by piece while the server sends the rest.
+"""Read a table into a pandas DataFrame: ``COPY (SELECT ...) TO STDOUT`` in the text format,
+parsed by Arrow piece by piece while the server sends the rest.
 
 How each column travels and what it comes back as is :func:`types.read_type`'s choice; this
-module runs the query and turns the CSV into the frame (:class:`CsvDecoder`).
+module runs the query and turns the text into the frame (:class:`TextDecoder`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .options import PartitionSlice
 from .sql import partition_filter, qualified, read_select
 from .types import read_type
 
-__all__ = ["CsvDecoder", "read_frame"]
+__all__ = ["TextDecoder", "read_frame"]
 
 
 async def read_frame(
@@ -67,9 +67,9 @@ async def read_frame(
             )
         selected = {name: stored[name] for name in names}
         query, params = read_query(schema, table, selected, partition, stored)
-        decoder = CsvDecoder(selected)
+        decoder = TextDecoder(selected)
         try:
-            status = await driver.copy_from_query(query, *params, output=decoder.feed, format="csv")
+            status = await driver.copy_from_query(query, *params, output=decoder.feed)
         except BaseException:
             await decoder.close()
             raise
@@ -94,7 +94,7 @@ def read_query(
     stored: Mapping[str, Column],
 ) -> tuple[str, list[Any]]:
     """The ``SELECT`` a read copies out, and its parameters: the ``selected`` columns as they
-    travel in CSV, the rows of the ``partition`` slice (its columns among ``stored``)."""
+    travel in COPY, the rows of the ``partition`` slice (its columns among ``stored``)."""
     where, params = partition_filter(partition, {n: c.type for n, c in stored.items()})
     select = read_select([(name, column.type) for name, column in selected.items()])
     query = f"SELECT {select} FROM {qualified(schema, table)} AS t"
@@ -105,20 +105,26 @@ def read_query(
 
 # ---- decoding -----------------------------------------------------------------------------------
 
-# CSV received before a piece of whole rows is handed to Arrow: large enough for Arrow's
-# parallel parse, small enough that parsing keeps pace with the server.
-CSV_PIECE_BYTES = 1 << 22
+# COPY output received before a piece of whole rows is handed to Arrow: large enough to be
+# worth a worker thread, small enough that parsing keeps pace with the server.
+PIECE_BYTES = 1 << 22
 
-# Arrow cuts a piece into blocks of this size to parse them in parallel; a row longer than a
-# block fails ("straddling object straddles two block boundaries").
-ARROW_BLOCK_BYTES: int = pa_csv.ReadOptions().block_size
-
-# Bytes scanned at a time for line ends and quotes, so that a huge row (a bytea of hundreds of
-# MB arrives in one message) costs a few small temporary arrays, not several of its size.
-_SCAN_BYTES = 1 << 22
+# Arrow cuts what it parses into blocks, and a row must not straddle two: each piece is one
+# block, as large as the piece (a single row of a huge value included).
 _MAX_BLOCK_BYTES = 2**31 - 1
-_NEWLINE = ord("\n")
-_QUOTE = ord('"')
+
+# COPY's text format writes these characters of a value as escapes. PostgreSQL text never
+# holds NUL, so NUL stands in for an escaped backslash while the others are undone.
+_ESCAPES = (
+    ("\\\\", "\x00"),
+    ("\\n", "\n"),
+    ("\\r", "\r"),
+    ("\\t", "\t"),
+    ("\\b", "\b"),
+    ("\\f", "\f"),
+    ("\\v", "\v"),
+    ("\x00", "\\"),
+)
 
 _NULLABLE_PANDAS: Mapping[pa.DataType, Any] = {
     pa.int16(): pd.Int16Dtype(),
@@ -140,42 +146,34 @@ _FROM_TEXT: Mapping[str, Callable[[str], Any]] = {
 }
 
 
-class CsvDecoder:
-    """Decodes ``COPY ... TO STDOUT (FORMAT csv)`` output while it arrives: each piece of
+class TextDecoder:
+    """Decodes ``COPY ... TO STDOUT`` output (text format) while it arrives: each piece of
     whole rows is parsed by Arrow in a worker thread while the server sends the next.
 
-    Each column is parsed and converted as :func:`types.read_type` says. Nullable integer and
-    boolean columns come back as pandas' nullable dtypes, so that NULL does not turn them into
-    floats or objects; NOT NULL ones as plain numpy dtypes.
+    The text format writes a line break inside a value as an escape, so every line end ends
+    a row. Each column is parsed and converted as :func:`types.read_type` says. Nullable
+    integer and boolean columns come back as pandas' nullable dtypes, so that NULL does not
+    turn them into floats or objects; NOT NULL ones as plain numpy dtypes.
     """
 
     def __init__(self, columns: Mapping[str, Column]) -> None:
         """``columns``: the catalog's columns, in COPY order."""
         self.columns = dict(columns)
-        self.types = {name: read_type(column.type).csv for name, column in columns.items()}
+        self.types = {name: read_type(column.type).arrow for name, column in columns.items()}
         self.pending = bytearray()
-        # Where the last whole row in `pending` ends, and whether its end is inside quotes.
-        self.row_end = 0
-        self.in_quotes = False
         self.pieces: list[asyncio.Future[pa.Table]] = []
 
     async def feed(self, data: bytes) -> None:
         """Take the next bytes of the COPY output (asyncpg's ``output`` callback)."""
-        end, self.in_quotes = _last_row_end(data, self.in_quotes)
-        if end:
-            self.row_end = len(self.pending) + end
-        if self.row_end < CSV_PIECE_BYTES:
-            self.pending += data
-        elif not self.pending and end == len(data):
+        if not self.pending and len(data) >= PIECE_BYTES and data.endswith(b"\n"):
             # Whole rows and nothing before them (a huge row comes as one message): no copy.
             self._parse(bytes(data))
-            self.row_end = 0
-        else:
-            self.pending += data
+            return
+        self.pending += data
+        if len(self.pending) >= PIECE_BYTES and (end := self.pending.rfind(b"\n") + 1):
             with memoryview(self.pending) as view:
-                piece = bytes(view[: self.row_end])
-            del self.pending[: self.row_end]
-            self.row_end = 0
+                piece = bytes(view[:end])
+            del self.pending[:end]
             self._parse(piece)
 
     async def frame(self, rows: int) -> pd.DataFrame:
@@ -210,71 +208,40 @@ class CsvDecoder:
 
     def _parse(self, piece: bytes) -> None:
         if self.columns:
-            self.pieces.append(asyncio.ensure_future(asyncio.to_thread(self._read_csv, piece)))
+            self.pieces.append(asyncio.ensure_future(asyncio.to_thread(self._read, piece)))
 
-    def _read_csv(self, piece: bytes) -> pa.Table:
-        # Arrow splits a piece into blocks at line ends to parse them in parallel, which is
-        # only right when no value holds a line break, and only quoted values can. Even told
-        # so, Arrow drops the "\n" of a quoted "\r\n" that straddles two of its blocks
-        # (pyarrow 26): a piece with quotes is parsed as one block, and so is one with a row
-        # longer than a block, which no block may cut.
-        quoted = b'"' in piece
-        whole = quoted or (
-            len(piece) >= ARROW_BLOCK_BYTES and _longest_row(piece) >= ARROW_BLOCK_BYTES
-        )
-        return pa_csv.read_csv(
+    def _read(self, piece: bytes) -> pa.Table:
+        table = pa_csv.read_csv(
             pa.BufferReader(piece),
             read_options=pa_csv.ReadOptions(
                 column_names=list(self.columns),
-                block_size=min(len(piece) + 1, _MAX_BLOCK_BYTES) if whole else None,
+                block_size=min(len(piece) + 1, _MAX_BLOCK_BYTES),
             ),
-            # A one-column row holding NULL is an empty line.
-            parse_options=pa_csv.ParseOptions(newlines_in_values=quoted, ignore_empty_lines=False),
+            # A one-column row holding the empty string is an empty line.
+            parse_options=pa_csv.ParseOptions(
+                delimiter="\t", quote_char=False, escape_char=False, ignore_empty_lines=False
+            ),
             convert_options=pa_csv.ConvertOptions(
                 column_types=self.types,
-                # COPY writes NULL unquoted and the empty string quoted.
-                null_values=[""],
+                null_values=["\\N"],
                 strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
                 true_values=["t"],
                 false_values=["f"],
             ),
         )
+        for index, column_type in enumerate(table.schema.types):
+            if column_type == pa.large_string():
+                table = table.set_column(index, table.field(index), _unescape(table.column(index)))
+        return table
 
 
-def _last_row_end(data: bytes, in_quotes: bool) -> tuple[int, bool]:
-    """Where the last whole row in ``data`` ends (0: no row ends in it), and whether ``data``
-    ends inside quotes, given whether it starts inside them.
-
-    A row ends at a line end outside quotes. PostgreSQL quotes every value holding a line
-    break, and quotes come in pairs, so "outside" is an even count of quotes.
-    """
-    if b'"' not in data:
-        return (0 if in_quotes else data.rfind(b"\n") + 1), in_quotes
-    raw = np.frombuffer(data, dtype=np.uint8)
-    end = 0
-    for start in range(0, len(raw), _SCAN_BYTES):
-        window = raw[start : start + _SCAN_BYTES]
-        # uint8 wraps at 256, which keeps the parity.
-        quotes = np.cumsum(window == _QUOTE, dtype=np.uint8) + np.uint8(in_quotes)
-        ends = np.flatnonzero((window == _NEWLINE) & (quotes % 2 == 0))
-        if len(ends):
-            end = start + int(ends[-1]) + 1
-        in_quotes = bool(quotes[-1] % 2)
-    return end, in_quotes
-
-
-def _longest_row(piece: bytes) -> int:
-    """The length of the longest line of ``piece``, its line end included."""
-    raw = np.frombuffer(piece, dtype=np.uint8)
-    longest = row_start = 0
-    for start in range(0, len(raw), _SCAN_BYTES):
-        ends = np.flatnonzero(raw[start : start + _SCAN_BYTES] == _NEWLINE)
-        if len(ends):
-            ends += start
-            longest = max(longest, int(ends[0]) + 1 - row_start, int(np.diff(ends).max(initial=0)))
-            row_start = int(ends[-1]) + 1
-    return max(longest, len(raw) - row_start)
+def _unescape(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Undo COPY's text-format escapes (``\\n``, ``\\\\``, ...) in a column of text."""
+    if not pc.any(pc.match_substring(column, "\\")).as_py():
+        return column
+    for escape, character in _ESCAPES:
+        column = pc.replace_substring(column, escape, character)
+    return column
 
 
 def _to_pandas(column: pa.ChunkedArray, stored: Column) -> pd.Series:

@@ -366,7 +366,7 @@ def partition_filter(
 
 def read_select(columns: Sequence[tuple[str, PgType]]) -> str:
     """The select list of a read: each column as ``types.read_type`` says it travels in
-    ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``, named as the column."""
+    ``COPY (SELECT ...) TO STDOUT``, named as the column."""
     parts = []
     for name, pg_type in columns:
         col = f"t.{quote_ident(name)}"

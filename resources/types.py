@@ -5,8 +5,8 @@ domains), its type modifier, and whether the column is an array of it. Nothing h
 ``format_type()`` strings; those only appear in messages.
 
 - :data:`LOSSLESS_CASTS` and :func:`fit`: which frame types a table column takes unchanged.
-- :data:`READ_TYPES` and :func:`read_type`: how a column travels in ``COPY ... TO STDOUT
-  (FORMAT csv)`` and what a read returns.
+- :data:`READ_TYPES` and :func:`read_type`: how a column travels in ``COPY ... TO STDOUT``
+  (text format) and what a read returns.
 """
 
 from __future__ import annotations
@@ -211,10 +211,10 @@ Decode = Literal[
 @dataclass(frozen=True)
 class ReadType:
     """How one column is read: ``select`` is the SQL expression (``{}`` stands for the
-    column) whose text COPY sends, ``csv`` the Arrow type that parses it, ``decode`` what
+    column) whose text COPY sends, ``arrow`` the Arrow type that parses it, ``decode`` what
     turns the parsed column into the pandas column a read returns."""
 
-    csv: pa.DataType
+    arrow: pa.DataType
     decode: Decode = "plain"
     select: str = "{}"
 

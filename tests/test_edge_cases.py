@@ -419,14 +419,14 @@ def test_json_columns_are_found_whatever_the_index(postgres: PostgresResource) -
 
 
 @pytest.mark.parametrize("piece_bytes", [1, 7, 20])
-def test_csv_pieces_are_cut_only_between_rows(
+def test_pieces_are_cut_only_between_rows(
     monkeypatch: pytest.MonkeyPatch, piece_bytes: int
 ) -> None:
-    """Fed a few bytes at a time, the decoder cuts pieces only at line ends outside quotes,
-    whatever the quotes, doubled quotes and line breaks around them."""
-    monkeypatch.setattr(read, "CSV_PIECE_BYTES", piece_bytes)
-    data = b'1,"a\nb"\n2,"say ""hi""\r\n"\n3,\n4,""\n5,"x,\ny"\n6,plain\n'
-    decoder = read.CsvDecoder(
+    """Fed a few bytes at a time, the decoder cuts pieces only at line ends, and undoes the
+    text format's escapes whatever piece they land in."""
+    monkeypatch.setattr(read, "PIECE_BYTES", piece_bytes)
+    data = b'1\ta\\nb\n2\tsay "hi"\\r\\n\n3\t\\N\n4\t\n5\tx,\\ty\n6\tC:\\\\new\\\\\n'
+    decoder = read.TextDecoder(
         {
             "id": Column("id", PgType("int8"), not_null=True),
             "note": Column("note", PgType("text")),
@@ -443,7 +443,7 @@ def test_csv_pieces_are_cut_only_between_rows(
     assert frame["id"].tolist() == [1, 2, 3, 4, 5, 6]
     assert frame["note"].tolist()[:2] == ["a\nb", 'say "hi"\r\n']
     assert pd.isna(frame["note"][2]) and frame["note"][3] == ""
-    assert frame["note"].tolist()[4:] == ["x,\ny", "plain"]
+    assert frame["note"].tolist()[4:] == ["x,\ty", "C:\\new\\"]
 
 
 # Found in the third review: duplicates resolved on the server.
