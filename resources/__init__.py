@@ -17,6 +17,7 @@ from .errors import (
     DatabaseTimeoutError,
     FrameError,
     TableMismatchError,
+    TableNotFoundError,
     WritePlanError,
 )
 from .io_manager import PostgresUpsertIOManager
@@ -33,6 +34,7 @@ __all__ = [
     "PostgresResource",
     "PostgresUpsertIOManager",
     "TableMismatchError",
+    "TableNotFoundError",
     "TimeWindowSlice",
     "WritePlan",
     "WritePlanError",

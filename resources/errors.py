@@ -10,6 +10,7 @@ Exception tree::
     ├── ConfigurationError (ValueError)    the resource's configuration is invalid (its URL)
     ├── FrameError (ValueError)            the DataFrame cannot be written as it is
     ├── TableMismatchError                 the existing table does not fit the frame or plan
+    │   └── TableNotFoundError (LookupError)   a read's table does not exist
     └── DatabaseError                      the database refused or lost the work
         ├── DatabaseTimeoutError (TimeoutError)     a timeout ran out (client or server side)
         └── ConnectionLostError (ConnectionError)   the connection broke mid-way
@@ -31,9 +32,10 @@ import asyncpg
 class CopyUpsertError(Exception):
     """Base class of every error this package raises."""
 
-    def for_asset(self, asset: str) -> CopyUpsertError:
-        """Return the same error, its message prefixed with the asset it concerns."""
-        return type(self)(f"Asset {asset}: {self}")
+    def for_output(self, label: str) -> CopyUpsertError:
+        """Return the same error, its message prefixed with the output it concerns (``asset
+        shop/orders``, ``op 'clean' output 'result'``)."""
+        return type(self)(f"{label[:1].upper()}{label[1:]}: {self}")
 
 
 class WritePlanError(CopyUpsertError, ValueError):
@@ -51,6 +53,10 @@ class FrameError(CopyUpsertError, ValueError):
 class TableMismatchError(CopyUpsertError):
     """The existing table does not match: no unique index on the key, a type that cannot hold
     the frame's values, a missing column."""
+
+
+class TableNotFoundError(TableMismatchError, LookupError):
+    """The table a read asks for does not exist."""
 
 
 class DatabaseError(CopyUpsertError):

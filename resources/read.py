@@ -25,7 +25,7 @@ import pyarrow.csv as pa_csv
 
 from . import sql
 from .catalog import Column, read_catalog, restore_settings
-from .errors import TableMismatchError
+from .errors import TableMismatchError, TableNotFoundError
 from .options import PartitionSlice
 from .sql import partition_filter, qualified, read_select
 from .types import read_type
@@ -55,7 +55,7 @@ async def read_frame(
     async with driver.transaction(readonly=True):
         catalog = await read_catalog(driver, schema, table)
         if catalog.table is None:
-            raise TableMismatchError(
+            raise TableNotFoundError(
                 f"table {schema}.{table} does not exist: materialize the asset that writes it first"
             )
         stored = catalog.table.columns
