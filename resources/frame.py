@@ -125,6 +125,12 @@ def prepare_frame(
             f"expected a pandas DataFrame, got {type(frame).__name__}: return a DataFrame "
             "from the asset"
         )
+    frame = _with_index_columns(frame)
+    if not len(frame.columns):
+        raise FrameError(
+            f"the frame has no columns ({len(frame)} rows): return the columns to store; "
+            "nothing was written"
+        )
     frame = _checked_labels(frame, plan, partition)
     series = {str(name): column for name, column in frame.items()}
     fields: list[pa.Field] = []
@@ -164,6 +170,22 @@ def prepare_frame(
         decimal_columns=frozenset(decimal_columns),
         in_key_order=len(key) == 1 and bool(series[key[0]].is_monotonic_increasing),
     )
+
+
+def _with_index_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its named index levels as leading columns, as ``reset_index()`` adds
+    them; unnamed levels (a default RangeIndex among them) are dropped."""
+    named = [name for name in frame.index.names if name is not None]
+    if not named:
+        return frame
+    clashes = [str(name) for name in named if str(name) in {str(c) for c in frame.columns}]
+    if clashes:
+        raise FrameError(
+            f"index level {clashes[0]!r} has the name of a column, and named index levels are "
+            "stored as columns: rename one of them, or drop the index with "
+            "reset_index(drop=True)"
+        )
+    return frame.reset_index(level=named)
 
 
 def _checked_labels(

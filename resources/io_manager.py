@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +30,7 @@ from .core import (
     copy_upsert,
     read_table,
 )
-from .errors import CopyUpsertError, FrameError, WritePlanError
+from .errors import CopyUpsertError, FrameError, TableNotFoundError, WritePlanError
 from .resource import PostgresResource
 
 # Definition metadata keys that shape a write; see WritePlan.from_options.
@@ -41,9 +43,13 @@ KNOWN_KEYS = (
     "exact_row_count",
     "schema",
     "table",
+    "shared_table",
     "partition_expr",
     "columns",
 )
+# PostgreSQL truncates identifiers at 63 bytes; a longer derived table name keeps its start
+# and a digest of the whole, so that two long names never meet in one table.
+MAX_TABLE_NAME_BYTES = 63
 
 
 class PostgresUpsertIOManager(ConfigurableIOManager):
@@ -51,8 +57,11 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     ``INSERT ... ON CONFLICT`` merge, and loads tables back as DataFrames.
 
     The table is the last asset-key component (or the ``table`` metadata); its schema is the
-    ``schema`` metadata, else this IO manager's ``schema``, else the asset-key prefix, else
-    ``public``. How rows are written comes from the asset's definition metadata:
+    ``schema`` metadata, else the asset-key prefix (its components joined by ``__``), else
+    this IO manager's ``schema``, else ``public``. An op output that is not an asset is
+    stored in a table named after its step and output (see the README). A table is owned by
+    the output that first wrote it: another output writing it fails unless both say
+    ``shared_table: true``. How rows are written comes from the asset's definition metadata:
     ``conflict_target``, ``write_mode``, ``on_conflict``, ``update_columns``, ``duplicates``
     and, for partitioned assets, ``partition_expr`` (see the README).
 
@@ -82,8 +91,8 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         default=None,
         alias="schema",
         description=(
-            "Schema for assets whose metadata names none; unset: the asset-key prefix, "
-            "else 'public'."
+            "Schema for outputs whose asset key has no prefix and whose metadata names none; "
+            "unset: 'public'. An asset-key prefix that differs from it is refused."
         ),
     )
 
@@ -115,13 +124,13 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     )
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
-        """Write the asset's DataFrame and attach what the write did as output metadata."""
-        asset = _label(context)
+        """Write the output's DataFrame and attach what the write did as output metadata."""
+        label = output_label(context)
         try:
             if not isinstance(obj, pd.DataFrame):
                 raise FrameError(
-                    f"the asset returned {type(obj).__name__}, but this IO manager stores "
-                    "pandas DataFrames: return a DataFrame, or give the asset another IO manager"
+                    f"returned {type(obj).__name__}, but this IO manager stores pandas "
+                    "DataFrames: return a DataFrame, or give the output another IO manager"
                 )
             metadata = _plain(context.definition_metadata)
             _refuse_misspelled_keys(metadata)
@@ -130,7 +139,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                 schema_evolution=metadata.get("schema_evolution", self.schema_evolution),
                 exact_row_count=metadata.get("exact_row_count", self.exact_row_count),
             )
-            schema, table = self._table(context, metadata)
+            schema, table = self.table_for(context, metadata)
             partition = _partition_slices(context, metadata)
             result = self.postgres.run(
                 lambda conn: copy_upsert(
@@ -145,7 +154,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                 )
             )
         except CopyUpsertError as exc:
-            raise exc.for_asset(asset) from exc
+            raise exc.for_output(label) from exc
 
         database = self.postgres.database_url().database or "postgres"
         metadata_out: dict[str, Any] = {
@@ -170,30 +179,61 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         )
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
-        """Read the upstream asset's table (its partitions only, the ``columns`` input
-        metadata only) as a DataFrame."""
+        """Read the upstream output's table (its partitions only, the ``columns`` input
+        metadata only) as a DataFrame.
+
+        An input mapped to no partition of its upstream (the first partition of an asset
+        that reads its own previous one) gets no rows: the table's columns, or no column if
+        the table does not exist yet."""
         upstream = context.upstream_output
-        asset = _label(upstream) if upstream is not None else context.name
+        label = output_label(upstream) if upstream is not None else f"input {context.name!r}"
+        unmapped = context.has_asset_partitions and not context.asset_partition_keys
         try:
             upstream_metadata = _plain(upstream.definition_metadata) if upstream else {}
-            schema, table = self._table(upstream or context, upstream_metadata)
-            partition = _partition_slices(context, upstream_metadata)
+            _refuse_misspelled_keys(upstream_metadata)
+            schema, table = self.table_for(upstream or context, upstream_metadata)
+            partition = (
+                _no_partition(upstream_metadata)
+                if unmapped
+                else _partition_slices(context, upstream_metadata)
+            )
             columns = _plain(context.definition_metadata).get("columns")
             return self.postgres.run(
                 lambda conn: read_table(
                     conn, schema=schema, table=table, columns=columns, partition=partition
                 )
             )
+        except TableNotFoundError as exc:
+            if unmapped:
+                return pd.DataFrame()
+            raise exc.for_output(label) from exc
         except CopyUpsertError as exc:
-            raise exc.for_asset(asset) from exc
+            raise exc.for_output(label) from exc
 
-    def _table(
+    def table_for(
         self, context: OutputContext | InputContext, metadata: Mapping[str, Any]
     ) -> tuple[str, str]:
-        path = context.asset_key.path if context.has_asset_key else [context.name]
-        table = metadata.get("table") or path[-1]
-        schema = metadata.get("schema") or self.schema_ or (path[-2] if len(path) > 1 else "public")
-        return str(schema), str(table)
+        """The ``(schema, table)`` an output is stored in (the README's naming rule).
+
+        Raises:
+            WritePlanError: the asset key's prefix and this IO manager's ``schema`` disagree.
+        """
+        if context.has_asset_key:
+            path = context.asset_key.path
+            table, prefix = path[-1], "__".join(path[:-1])
+        elif isinstance(context, OutputContext):
+            table, prefix = op_table_name(context), ""
+        else:
+            table, prefix = context.name, ""
+        if prefix and self.schema_ and prefix != self.schema_ and not metadata.get("schema"):
+            raise WritePlanError(
+                f"the asset key's prefix names schema {prefix!r} and the IO manager's "
+                f"'schema' is {self.schema_!r}: a schema is given one way, so that two assets "
+                "never share a table; drop the key prefix or the IO manager's 'schema', or "
+                "set the asset's 'schema' metadata"
+            )
+        schema = metadata.get("schema") or prefix or self.schema_ or "public"
+        return str(schema), str(metadata.get("table") or table)
 
 
 def _partition_slices(
@@ -240,6 +280,42 @@ def _partition_slices(
     return (KeySlice(expr, tuple(context.asset_partition_keys)),)
 
 
+def _no_partition(metadata: Mapping[str, Any]) -> Sequence[PartitionSlice]:
+    """A slice that selects no row: an input mapped to no upstream partition."""
+    expr = metadata.get("partition_expr")
+    column = next(iter(expr.values())) if isinstance(expr, Mapping) else expr
+    if not isinstance(column, str):
+        raise WritePlanError(
+            "a partitioned asset needs metadata 'partition_expr' naming the column that holds "
+            f"the partition (got {expr!r})"
+        )
+    return (KeySlice(column, ()),)
+
+
+def op_table_name(context: OutputContext) -> str:
+    """The table of an op output that is not an asset: its step key (graph and op names, and
+    the mapping key of a mapped step), its output's name and the output's own mapping key,
+    joined by ``__``, as in ``my_graph__clean__result``."""
+    parts = [p for p in re.split(r"[.\[\]]", context.step_key) if p]
+    parts.append(context.name)
+    if context.mapping_key:
+        parts.append(context.mapping_key)
+    name = "__".join(parts)
+    if len(name.encode()) <= MAX_TABLE_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name.encode()[: MAX_TABLE_NAME_BYTES - 13].decode(errors='ignore')}_{digest}"
+
+
+def output_label(context: OutputContext) -> str:
+    """How messages and table ownership name an output: ``asset shop/orders``, or ``op
+    'my_graph.clean' output 'result'`` (with its mapping key) for an op output."""
+    if context.has_asset_key:
+        return f"asset {context.asset_key.to_user_string()}"
+    label = f"op {context.step_key!r} output {context.name!r}"
+    return f"{label} [{context.mapping_key}]" if context.mapping_key else label
+
+
 def _refuse_misspelled_keys(metadata: Mapping[str, Any]) -> None:
     """Other metadata is the user's own; a key a letter or two away from one of ours is not."""
     for key in metadata:
@@ -259,7 +335,3 @@ def _plain(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         key: value.value if isinstance(value, MetadataValue) else value
         for key, value in (metadata or {}).items()
     }
-
-
-def _label(context: OutputContext | InputContext) -> str:
-    return context.asset_key.to_user_string() if context.has_asset_key else context.name

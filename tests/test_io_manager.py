@@ -204,15 +204,20 @@ def test_multi_asset_reads_the_plan_from_asset_out(
     assert db.rows('shop."customers"', "customer_id") == [{"customer_id": 7, "name": "Ann"}]
 
 
-def test_schema_comes_from_metadata_then_config_then_key_prefix_then_public(
+def test_schema_comes_from_metadata_then_key_prefix_then_config_then_public(
     postgres: PostgresResource, db: Database
 ) -> None:
     frame = products([1.0])
     cases = [
-        (frame_asset(frame, key=("a", "t1"), metadata={"schema": "from_meta"}), {}, "from_meta"),
-        (frame_asset(frame, key=("a", "t2")), {"schema": "from_config"}, "from_config"),
+        (
+            frame_asset(frame, key=("a", "t1"), metadata={"schema": "from_meta"}),
+            {"schema": "from_config"},
+            "from_meta",
+        ),
+        (frame_asset(frame, key=("a", "t2")), {"schema": "a"}, "a"),
         (frame_asset(frame, key=("a", "t3")), {}, "a"),
-        (frame_asset(frame, key=("t4",)), {}, "public"),
+        (frame_asset(frame, key=("t4",)), {"schema": "from_config"}, "from_config"),
+        (frame_asset(frame, key=("t5",)), {}, "public"),
     ]
     for assets_def, io_config, schema in cases:
         for _ in range(2):

@@ -1,0 +1,318 @@
+"""Every Dagster output gets a table of its own (issue 12): graph-backed assets, op outputs in
+jobs, dynamic outputs, asset keys of any length, a schema given two ways; and what a frame's
+index, a frame without columns and an input mapped to no partition do. Each test runs real
+Dagster definitions and looks at the tables before and after."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+from dagster import (
+    AssetIn,
+    AssetKey,
+    DailyPartitionsDefinition,
+    DynamicOut,
+    DynamicOutput,
+    In,
+    Out,
+    TimeWindowPartitionMapping,
+    asset,
+    graph_asset,
+    job,
+    op,
+)
+
+from resources import PostgresResource
+
+from .conftest import Database
+from .helpers import failure_message, frame_asset, resources_for, run_assets
+
+ORDERS = pd.DataFrame({"id": range(1000), "amount": [float(i) for i in range(1000)]})
+
+
+def _tables(db: Database) -> set[str]:
+    rows = db.fetch(
+        "SELECT n.nspname || '.' || c.relname AS name FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg_temp%'"
+    )
+    return {row["name"] for row in rows}
+
+
+# ---- naming --------------------------------------------------------------------------------------
+
+
+def test_two_graph_backed_assets_keep_their_own_rows(
+    postgres: PostgresResource, db: Database
+) -> None:
+    @op
+    def load_a() -> pd.DataFrame:
+        return pd.DataFrame({"a": [1, 2, 3]})
+
+    @op
+    def load_b() -> pd.DataFrame:
+        return pd.DataFrame({"b": ["x", "y"]})
+
+    @op
+    def double(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame * 2
+
+    @graph_asset
+    def doubled_a() -> Any:
+        return double(load_a())
+
+    @graph_asset
+    def doubled_b() -> Any:
+        return double(load_b())
+
+    for _ in range(2):
+        assert run_assets([doubled_a, doubled_b], postgres).success
+        assert db.rows("public.doubled_a", "a") == [{"a": 2}, {"a": 4}, {"a": 6}]
+        assert db.rows("public.doubled_b", "b") == [{"b": "xx"}, {"b": "yy"}]
+    # The inner ops' outputs went to tables of their own, named after their steps; the last
+    # op's output is the asset.
+    assert _tables(db) == {
+        "public.doubled_a",
+        "public.doubled_b",
+        "public.doubled_a__load_a__result",
+        "public.doubled_b__load_b__result",
+    }
+    assert db.rows("public.doubled_a__load_a__result", "a") == [{"a": 1}, {"a": 2}, {"a": 3}]
+
+
+def test_ops_of_a_job_read_their_own_upstream(postgres: PostgresResource, db: Database) -> None:
+    @op
+    def first() -> pd.DataFrame:
+        return pd.DataFrame({"v": [1]})
+
+    @op
+    def second() -> pd.DataFrame:
+        return pd.DataFrame({"v": [2]})
+
+    @op
+    def combine(one: pd.DataFrame, two: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"one": one["v"], "two": two["v"]})
+
+    @job(resource_defs=resources_for(postgres))
+    def three_ops() -> None:
+        combine(first(), second())
+
+    assert three_ops.execute_in_process().success
+    assert db.rows("public.combine__result", "one") == [{"one": 1, "two": 2}]
+    assert db.rows("public.first__result", "v") == [{"v": 1}]
+    assert db.rows("public.second__result", "v") == [{"v": 2}]
+
+
+def test_an_op_output_named_like_an_asset_leaves_the_asset_alone(
+    postgres: PostgresResource, db: Database
+) -> None:
+    orders = frame_asset(ORDERS, key=("orders",), metadata={"conflict_target": "id"})
+    assert run_assets([orders], postgres).success
+    before = db.snapshot("public.orders")
+    assert before is not None and before[0] == 1000
+
+    @op(out={"orders": Out()})
+    def make_orders() -> pd.DataFrame:
+        return pd.DataFrame({"id": [1], "amount": [0.0]})
+
+    @job(resource_defs=resources_for(postgres))
+    def unrelated() -> None:
+        make_orders()
+
+    assert unrelated.execute_in_process().success
+    assert db.snapshot("public.orders") == before
+    assert db.rows("public.make_orders__orders", "id") == [{"id": 1, "amount": 0.0}]
+
+
+def test_dynamic_outputs_get_a_table_each(postgres: PostgresResource, db: Database) -> None:
+    @op(out=DynamicOut())
+    def regions() -> Iterator[DynamicOutput[pd.DataFrame]]:
+        for region in ("north", "south"):
+            yield DynamicOutput(pd.DataFrame({"region": [region]}), mapping_key=region)
+
+    @op
+    def tag(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(tagged=True)
+
+    @job(resource_defs=resources_for(postgres))
+    def fan_out() -> None:
+        regions().map(tag)
+
+    assert fan_out.execute_in_process().success
+    for region in ("north", "south"):
+        assert db.rows(f"public.regions__result__{region}", "region") == [{"region": region}]
+        assert db.rows(f"public.tag__{region}__result", "region") == [
+            {"region": region, "tagged": True}
+        ]
+
+
+def test_keys_of_three_components_do_not_collide(postgres: PostgresResource, db: Database) -> None:
+    sales = frame_asset(pd.DataFrame({"id": [1, 2]}), key=("sales", "raw", "orders"))
+    marketing = frame_asset(pd.DataFrame({"id": [7]}), key=("marketing", "raw", "orders"))
+    for _ in range(2):
+        assert run_assets([sales, marketing], postgres).success
+        assert db.rows('"sales__raw".orders', "id") == [{"id": 1}, {"id": 2}]
+        assert db.rows('"marketing__raw".orders', "id") == [{"id": 7}]
+    assert "raw.orders" not in _tables(db)
+
+
+def test_a_schema_given_two_ways_is_refused(postgres: PostgresResource, db: Database) -> None:
+    shop = frame_asset(pd.DataFrame({"sku": ["a"]}), key=("shop", "products"))
+    warehouse = frame_asset(pd.DataFrame({"sku": ["b"]}), key=("warehouse", "products"))
+    result = run_assets(
+        [shop, warehouse], postgres, io_config={"schema": "analytics"}, raise_on_error=False
+    )
+    message = failure_message(result)
+    assert "Asset shop/products: the asset key's prefix names schema 'shop'" in message
+    assert "the IO manager's 'schema' is 'analytics'" in message
+    assert _tables(db) == set()
+
+    # The IO manager's schema is for keys without a prefix; a matching prefix is fine.
+    plain = frame_asset(pd.DataFrame({"sku": ["c"]}), key=("products",))
+    same = frame_asset(pd.DataFrame({"sku": ["d"]}), key=("analytics", "items"))
+    assert run_assets([plain, same], postgres, io_config={"schema": "analytics"}).success
+    assert db.rows("analytics.products", "sku") == [{"sku": "c"}]
+    assert db.rows("analytics.items", "sku") == [{"sku": "d"}]
+
+
+# ---- the frame -----------------------------------------------------------------------------------
+
+
+def test_named_index_levels_are_stored_as_columns(postgres: PostgresResource, db: Database) -> None:
+    by_id = pd.DataFrame({"id": [1, 2], "v": ["a", "b"]}).set_index("id")
+    keyed = frame_asset(by_id, metadata={"conflict_target": "id"})
+    for _ in range(2):
+        assert run_assets([keyed], postgres).success
+    assert db.rows("shop.products", "id") == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
+
+    levels = pd.DataFrame({"day": ["d1", "d1"], "shop": [1, 2], "n": [5, 6]})
+    multi = frame_asset(levels.set_index(["day", "shop"]), key=("visits",))
+    assert run_assets([multi], postgres).success
+    assert db.rows("public.visits", "shop") == [
+        {"day": "d1", "shop": 1, "n": 5},
+        {"day": "d1", "shop": 2, "n": 6},
+    ]
+
+    # An unnamed index (here not a default one) is dropped.
+    unnamed = frame_asset(pd.DataFrame({"v": [1]}, index=[42]), key=("plain",))
+    assert run_assets([unnamed], postgres).success
+    assert db.rows("public.plain", "v") == [{"v": 1}]
+
+
+def test_an_index_named_like_a_column_is_refused(postgres: PostgresResource, db: Database) -> None:
+    keyed = frame_asset(ORDERS, metadata={"conflict_target": "id"})
+    assert run_assets([keyed], postgres).success
+    before = db.snapshot("shop.products")
+    clash = ORDERS.set_index(pd.Index(range(1000), name="id"))
+    result = run_assets(
+        [frame_asset(clash, metadata={"conflict_target": "id"})], postgres, raise_on_error=False
+    )
+    message = failure_message(result)
+    assert "Asset shop/products: index level 'id' has the name of a column" in message
+    assert db.snapshot("shop.products") == before
+
+
+def test_a_frame_without_columns_is_refused(postgres: PostgresResource, db: Database) -> None:
+    keyed = frame_asset(ORDERS, metadata={"conflict_target": "id"})
+    assert run_assets([keyed], postgres).success
+    before = db.snapshot("shop.products")
+    for key in (("shop", "products"), ("fresh",)):
+        empty = frame_asset(pd.DataFrame(index=range(3)), key=key)
+        message = failure_message(run_assets([empty], postgres, raise_on_error=False))
+        assert f"Asset {'/'.join(key)}: the frame has no columns" in message
+    assert db.snapshot("shop.products") == before
+    assert db.snapshot("public.fresh") is None
+
+
+# ---- metadata and inputs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("writemode", "write_mode"), ("conflict_targets", "conflict_target")],
+)
+def test_misspelled_metadata_keys_fail_before_writing(
+    postgres: PostgresResource, db: Database, typo: str, meant: str
+) -> None:
+    keyed = frame_asset(ORDERS, metadata={"conflict_target": "id"})
+    assert run_assets([keyed], postgres).success
+    before = db.snapshot("shop.products")
+    value = "append" if typo == "writemode" else "id"
+    bad = frame_asset(ORDERS.head(1), metadata={"conflict_target": "id", typo: value})
+    message = failure_message(run_assets([bad], postgres, raise_on_error=False))
+    assert f"Asset shop/products: unknown metadata key {typo!r}: did you mean {meant!r}?" in message
+    assert db.snapshot("shop.products") == before
+
+
+DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-04")
+
+
+def _daily_with_previous(seen: list[pd.DataFrame], typo: bool = False) -> Any:
+    @asset(
+        partitions_def=DAYS,
+        metadata={"partition_exp" if typo else "partition_expr": "day"},
+        ins={
+            "previous": AssetIn(
+                key=AssetKey("daily"),
+                partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
+            )
+        },
+    )
+    def daily(context, previous: pd.DataFrame) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+        seen.append(previous)
+        day = pd.Timestamp(context.partition_key)
+        return pd.DataFrame({"day": [day], "total": [len(previous) + 1]})
+
+    return daily
+
+
+def test_an_input_mapped_to_no_partition_is_empty(postgres: PostgresResource, db: Database) -> None:
+    seen: list[pd.DataFrame] = []
+    daily = _daily_with_previous(seen)
+    # The first partition, before the table exists: no columns.
+    assert run_assets([daily], postgres, partition_key="2024-01-01").success
+    assert seen[-1].shape == (0, 0)
+    # Again, now that the table exists: its columns and dtypes, no rows.
+    assert run_assets([daily], postgres, partition_key="2024-01-01").success
+    assert list(seen[-1].columns) == ["day", "total"] and len(seen[-1]) == 0
+    assert str(seen[-1]["day"].dtype).startswith("datetime64")
+    assert run_assets([daily], postgres, partition_key="2024-01-02").success
+    assert seen[-1]["total"].tolist() == [1]
+    assert db.rows("public.daily", "day")[-1]["total"] == 2
+
+
+def test_a_misspelled_partition_expr_fails_naming_it(
+    postgres: PostgresResource, db: Database
+) -> None:
+    result = run_assets(
+        [_daily_with_previous([], typo=True)],
+        postgres,
+        partition_key="2024-01-02",
+        raise_on_error=False,
+    )
+    message = failure_message(result)
+    assert "Asset daily: unknown metadata key 'partition_exp': did you mean" in message
+    assert db.snapshot("public.daily") is None
+
+
+def test_op_outputs_report_the_op_and_output(postgres: PostgresResource, db: Database) -> None:
+    @op(ins={"frame": In()})
+    def passthrough(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame
+
+    @op
+    def no_columns() -> pd.DataFrame:
+        return pd.DataFrame(index=range(2))
+
+    @job(resource_defs=resources_for(postgres))
+    def broken() -> None:
+        passthrough(no_columns())
+
+    result = broken.execute_in_process(raise_on_error=False)
+    message = failure_message(result)
+    assert "Op 'no_columns' output 'result': the frame has no columns" in message
+    assert _tables(db) == set()
