@@ -36,7 +36,10 @@ class PostgresUpsertComponent(Component, Resolvable, Model):
     schema_: str | None = Field(
         default=None,
         alias="schema",
-        description="Schema for assets whose metadata names none (see PostgresUpsertIOManager).",
+        description=(
+            "Schema for assets whose key has no prefix and whose metadata names none; a key "
+            "prefix that differs from it is refused (see PostgresUpsertIOManager)."
+        ),
     )
     statement_timeout: float | None = Field(
         default=None, description="Seconds any one statement may run; unset: no limit."
