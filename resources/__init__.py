@@ -18,6 +18,7 @@ from .errors import (
     FrameError,
     TableMismatchError,
     TableNotFoundError,
+    TableOwnerError,
     WritePlanError,
 )
 from .io_manager import PostgresUpsertIOManager
@@ -35,6 +36,7 @@ __all__ = [
     "PostgresUpsertIOManager",
     "TableMismatchError",
     "TableNotFoundError",
+    "TableOwnerError",
     "TimeWindowSlice",
     "WritePlan",
     "WritePlanError",

@@ -47,6 +47,11 @@ class TableFacts:
     unique_keys: tuple[frozenset[str], ...] = ()
     has_rules: bool = False
     size_bytes: int = 0
+    # pg_class.oid (the replace locks' key), the table's comment (which records its owner,
+    # see claims.py), and whether the role may comment on it (a member of its owner role).
+    oid: int = 0
+    comment: str | None = None
+    may_comment: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,8 @@ class Catalog:
 _QUERY = r"""
 WITH target AS (
     SELECT c.oid, c.relkind::text AS kind, c.relhasrules AS has_rules,
-           pg_relation_size(c.oid) AS size_bytes
+           pg_relation_size(c.oid) AS size_bytes, obj_description(c.oid, 'pg_class') AS comment,
+           pg_has_role(c.relowner, 'USAGE') AS may_comment
     FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
     WHERE n.nspname = $1 AND c.relname = $2
 )
@@ -80,7 +86,8 @@ SELECT
     set_config('extra_float_digits', $6, true),
     EXISTS (SELECT FROM pg_namespace WHERE nspname = $1) AS schema_exists,
     (SELECT json_build_object(
-        'kind', kind, 'has_rules', has_rules, 'size_bytes', size_bytes
+        'kind', kind, 'has_rules', has_rules, 'size_bytes', size_bytes, 'oid', oid,
+        'comment', comment, 'may_comment', may_comment
      )::text FROM target) AS target,
     (SELECT json_agg(json_build_object(
         'name', a.attname,
@@ -158,6 +165,9 @@ async def read_catalog(driver: asyncpg.Connection, schema: str, table: str) -> C
             unique_keys=tuple(frozenset(k) for k in _json(row["unique_keys"]) or []),
             has_rules=target["has_rules"],
             size_bytes=int(target["size_bytes"]),
+            oid=int(target["oid"]),
+            comment=target["comment"],
+            may_comment=target["may_comment"],
         )
     return Catalog(
         table=facts,

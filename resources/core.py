@@ -78,6 +78,7 @@ async def copy_upsert(
     partition: Sequence[PartitionSlice] = (),
     progress: Callable[[str], None] = lambda message: None,
     retries: int = 3,
+    owner: str | None = None,
 ) -> WriteResult:
     """Write ``frame`` into ``schema.table`` as ``plan`` says, atomically.
 
@@ -97,8 +98,15 @@ async def copy_upsert(
             at the start and end of the merge (the IO manager logs them to the run).
         retries: how many times a write that lost a deadlock or a serialization conflict
             is run again (after 0.2 s, 0.4 s, 0.8 s, ...) before it fails.
+        owner: the one writer of the table (the IO manager passes the asset key, or
+            ``op X output Y``); None (default): no check, no record. The table's comment
+            records it as a last line ``dagster-copy-upsert owner: <owner>`` (the user's
+            lines kept), set in the write's transaction when the write creates the table or
+            first writes one without that line, provided the role may comment on the table
+            (is a member of its owner role; otherwise the write goes on unrecorded).
 
     Raises:
+        TableOwnerError: the table's comment records another owner; nothing was written.
         WritePlanError, FrameError, TableMismatchError, DatabaseError: nothing was written.
     """
     sql.qualified(schema, table)
@@ -110,7 +118,7 @@ async def copy_upsert(
         try:
             async with driver.transaction():
                 return await _write(
-                    driver, prepared, schema, table, plan, partition, progress, nested
+                    driver, prepared, schema, table, plan, partition, progress, nested, owner
                 )
         except Exception as exc:
             if isinstance(exc, _RETRIED) and attempt < retries:
@@ -130,6 +138,7 @@ async def _write(
     partition: Sequence[PartitionSlice],
     progress: Callable[[str], None],
     nested: bool,
+    owner: str | None,
 ) -> WriteResult:
     catalog = await read_catalog(driver, schema, table)
     settings = catalog.previous_settings
@@ -147,6 +156,7 @@ async def _write(
             partition=partition,
             empty=empty,
             nested=nested,
+            owner=owner,
         )
         job = write.Write(driver, schema, table, frame, options, steps, progress)
         counts = await write.run(job, steps.steps)

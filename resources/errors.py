@@ -10,6 +10,7 @@ Exception tree::
     ├── ConfigurationError (ValueError)    the resource's configuration is invalid (its URL)
     ├── FrameError (ValueError)            the DataFrame cannot be written as it is
     ├── TableMismatchError                 the existing table does not fit the frame or plan
+    │   ├── TableOwnerError                another output owns the table (its comment says)
     │   └── TableNotFoundError (LookupError)   a read's table does not exist
     └── DatabaseError                      the database refused or lost the work
         ├── DatabaseTimeoutError (TimeoutError)     a timeout ran out (client or server side)
@@ -53,6 +54,11 @@ class FrameError(CopyUpsertError, ValueError):
 class TableMismatchError(CopyUpsertError):
     """The existing table does not match: no unique index on the key, a type that cannot hold
     the frame's values, a missing column."""
+
+
+class TableOwnerError(TableMismatchError):
+    """The table records another owner (the output that writes it) than this write's: two
+    outputs would overwrite each other's rows."""
 
 
 class TableNotFoundError(TableMismatchError, LookupError):

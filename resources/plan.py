@@ -21,6 +21,9 @@ from dataclasses import replace
 
 from . import sql
 from .catalog import STAGE_PREFIX, Catalog, Column, TableFacts
+from .claims import owner_steps, replace_lock
+from .counts import COUNT_ROWS_UP_TO_BYTES as COUNT_ROWS_UP_TO_BYTES
+from .counts import row_counts
 from .errors import TableMismatchError
 from .frame import ROW_NUMBER_COLUMN, PreparedFrame
 from .options import PartitionSlice, WritePlan
@@ -39,7 +42,6 @@ from .steps import (
     Merge,
     PrepareStage,
     RefuseRepeatedKeys,
-    RowCount,
     Step,
     Steps,
 )
@@ -53,9 +55,6 @@ ANALYZE_FROM_ROWS = 10_000
 # A table this small is probed for emptiness (an empty keyed table is filled with a plain
 # INSERT in key order); a larger one may hold only dead rows, which the probe would walk.
 PROBE_EMPTY_UP_TO_BYTES = 1 << 20
-# A table this small is counted after the write (the count costs less than a millisecond
-# per MB); a larger one only with ``exact_row_count``.
-COUNT_ROWS_UP_TO_BYTES = 8 << 20
 # Staging tables a session keeps. PostgreSQL empties every ON COMMIT DELETE ROWS table of
 # the session at each commit, so a session that wrote hundreds of tables would pay for all
 # of them; beyond this many the oldest is dropped.
@@ -105,13 +104,17 @@ def plan_write(
     partition: Sequence[PartitionSlice] = (),
     empty: bool = False,
     nested: bool = False,
+    owner: str | None = None,
 ) -> Steps:
     """The steps that write ``frame`` into ``schema.table_name``, which ``catalog``
     describes, as ``options`` say. ``empty``: the table is known to hold no row; ``nested``:
-    the write runs inside a caller's transaction. A missing table is created by the steps,
-    and the write planned again once it exists (``Steps.replan``).
+    the write runs inside a caller's transaction; ``owner``: the output writing it, checked
+    against and recorded in the table's comment (see :mod:`resources.claims`). A missing
+    table is created by the steps, and the write planned again once it exists
+    (``Steps.replan``).
 
     Raises:
+        TableOwnerError: the table records another owner.
         TableMismatchError, WritePlanError: the table cannot take the frame as planned.
     """
     name = f"{schema}.{table_name}"
@@ -119,6 +122,7 @@ def plan_write(
     if table is None:
         return Steps((table_to_create(options, frame, schema, catalog),), replan=True)
     _check_relation(table, name)
+    claims = owner_steps(owner, table, name)  # recorded last, once the rows are written
     stored = table.columns
     key = options.conflict_target
     keyed_merge = bool(key) and options.write_mode != "append"
@@ -136,7 +140,7 @@ def plan_write(
     types = {c: col.type for c, col in stored.items()} | {c: frame.types[c] for c in missing}
     where, params = sql.partition_filter(partition, types)
     table_columns = tuple((c, col.type.display) for c, col in stored.items()) + added
-    counts = _row_counts(options, table, partition, empty, frame.rows)
+    counts = row_counts(options, table, partition, empty)
 
     planned = Steps(
         (),
@@ -146,10 +150,13 @@ def plan_write(
         partition_row_count=counts[1],
         table_columns=table_columns,
     )
+    replacing = options.write_mode == "replace"
     if frame.rows == 0:
-        # An empty frame changes nothing, whatever the mode: an upstream that returned no
-        # rows must not empty the table.
-        return planned
+        # Upserting or appending no rows changes nothing; replacing with none empties the
+        # table (or the partition), in turn with other replaces.
+        lock = replace_lock(table.oid, partition)
+        empties = (lock, Delete(partitioned=bool(partition))) if replacing else ()
+        return replace(planned, steps=(*empties, *claims))
 
     # A domain's CHECK may refuse a value: its columns are cast from the stage, so that the
     # column a refused value belongs to can be named.
@@ -183,23 +190,17 @@ def plan_write(
         nested,
         diagnose_casts=bool(casts),
     )
+    # A replace straight into the table deletes first, in turn (its COPY so waits too); into
+    # a table found empty as well: another writer may fill it meanwhile.
+    first = (replace_lock(table.oid, ()), Delete(partitioned=False)) if replacing else ()
     if direct_ok and not key:
-        emptied = options.write_mode == "replace" and not empty
-        steps: tuple[Step, ...] = (
-            *((Delete(partitioned=False),) if emptied else ()),
-            CopyFrame("target"),
-        )
-        return replace(planned, steps=steps)
+        return replace(planned, steps=(*first, CopyFrame("target"), *claims))
     if direct_ok and keyed_merge and empty and frame.in_key_order:
         # The key's index refuses a repeated key; the staged path then resolves or names it.
-        # A replace still deletes first: another writer may fill the table meanwhile.
-        first: tuple[Step, ...] = (
-            (Delete(partitioned=False),) if options.write_mode == "replace" else ()
-        )
         staged = (*first, Attempt((CopyFrame("target"),), ("unique_violation",), staged))
     return replace(
         planned,
-        steps=staged,
+        steps=(*staged, *claims),
         stage=stage,
         casts=casts,
         compare_as=compare_as,
@@ -254,10 +255,16 @@ def _staged_steps(
     if key and not keyed_merge and options.duplicates == "error":
         # A keyed append may have no unique index to refuse a repeated key.
         steps.append(RefuseRepeatedKeys())
+    replacing = options.write_mode == "replace"
+    if replacing:
+        # After the COPY and the checks (replaces copy side by side), before ADD COLUMN:
+        # a writer waiting for its turn holds no lock the holder's ALTER would wait for
+        # but the catalog read's ACCESS SHARE (a deadlock, which reruns one of them).
+        steps.append(replace_lock(catalog.table.oid, partition))  # type: ignore[union-attr]
     if added:
         steps.append(AddColumns(added))
-    if options.write_mode == "replace" and (key or not empty):
-        # Keyed: even into a table found empty, which another writer may fill meanwhile.
+    if replacing:
+        # Even into a table found empty, which another writer may fill meanwhile.
         steps.append(Delete(partitioned=bool(partition), missing_only=bool(key)))
     if not keyed_merge:
         steps.append(Insert(diagnose_casts=diagnose_casts))
@@ -369,30 +376,6 @@ def _check_unique_key(table: TableFacts, key: Sequence[str], name: str) -> None:
             f"ON CONFLICT needs: add one (ALTER TABLE {name} ADD UNIQUE ({columns})) or "
             "change conflict_target"
         )
-
-
-def _row_counts(
-    options: WritePlan,
-    table: TableFacts,
-    partition: Sequence[PartitionSlice],
-    empty: bool,
-    rows: int,
-) -> tuple[RowCount, RowCount | None]:
-    """How the table's and the partition's row counts after the write are known."""
-    cheap = options.exact_row_count or table.size_bytes <= COUNT_ROWS_UP_TO_BYTES
-    counted: RowCount = "count" if cheap else "unknown"
-    # An empty frame replaces nothing (see plan_write).
-    replacing = options.write_mode == "replace" and rows > 0
-    if replacing and not partition:
-        whole: RowCount = "staged"  # the table becomes the frame
-    elif empty:
-        whole = "inserted"
-    else:
-        whole = counted
-    if not partition:
-        return whole, None
-    part: RowCount = "staged" if replacing else "inserted" if empty else counted
-    return whole, part
 
 
 def plan_summary(steps: Steps) -> list[str]:

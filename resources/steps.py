@@ -93,6 +93,30 @@ class AddColumns:
 
 
 @dataclass(frozen=True)
+class LockForReplace:
+    """Wait for the other writers replacing the same rows, so that replaces of one table or
+    partition take turns: transaction-scoped advisory locks ``(table, key)``, in the order of
+    ``keys``, each ``(key, shared)``. The first is the table's own key (0): exclusive for a
+    whole-table replace, shared for a partition's, which then takes its partition's units
+    exclusively and the units enclosing them shared (see :mod:`resources.claims`). Readers
+    and upserts take none of these locks. Taken after the stage is copied and checked,
+    before the columns are added and the delete: the delete's snapshot then sees the rows
+    the previous writer committed."""
+
+    table: int  # the table's oid, as a signed 32-bit integer
+    keys: tuple[tuple[int, bool], ...]
+
+
+@dataclass(frozen=True)
+class RecordOwner:
+    """Record ``owner`` in the table's comment (a marker line; the user's lines are kept),
+    after locking the table against another recorder and reading the comment again: one
+    that recorded another owner meanwhile fails the write."""
+
+    owner: str
+
+
+@dataclass(frozen=True)
 class Delete:
     """Delete the table's rows (those of the partition only, when ``partitioned``), or with
     ``missing_only`` only those whose key is not staged."""
@@ -143,6 +167,8 @@ Step = (
     | CheckKeysInPartition
     | RefuseRepeatedKeys
     | AddColumns
+    | LockForReplace
+    | RecordOwner
     | Delete
     | Insert
     | Merge

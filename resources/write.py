@@ -11,7 +11,7 @@ from typing import assert_never
 
 import asyncpg
 
-from . import sql, steps
+from . import claims, sql, steps
 from .errors import FrameError, TableMismatchError
 from .frame import ROW_NUMBER_COLUMN, PreparedFrame
 from .options import WritePlan
@@ -171,6 +171,11 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
         case steps.AddColumns():
             await driver.execute(sql.add_columns(write.target, step.columns))
             write.progress(f"added columns {[c for c, _ in step.columns]} to {write.name}")
+        case steps.LockForReplace():
+            keys, shared = [k for k, _ in step.keys], [s for _, s in step.keys]
+            await driver.execute(sql.lock_for_replace(), step.table, keys, shared)
+        case steps.RecordOwner():
+            await _record_owner(write, step)
         case steps.Delete():
             where = planned.where if step.partitioned else None
             key = write.options.conflict_target
@@ -353,6 +358,23 @@ async def _refuse_repeated_keys(write: Write) -> None:
         f"e.g. {dict(example)}; drop the duplicates or set the metadata key 'duplicates' to "
         "'keep_last' or 'keep_first'"
     )
+
+
+async def _record_owner(write: Write, step: steps.RecordOwner) -> None:
+    """Record the owner in the table's comment, unless another writer recorded one since the
+    plan read it: the same owner is kept, another fails the write."""
+    driver = write.driver
+    await driver.execute(sql.lock_for_comment(write.target))
+    comment = await driver.fetchval(sql.table_comment(), write.target)
+    recorded = claims.recorded_owner(comment)
+    if recorded == step.owner:
+        return
+    if recorded is not None:
+        raise claims.owner_error(write.name, recorded, step.owner)
+    new = claims.comment_with_owner(comment, step.owner)
+    await driver.execute(sql.stash_comment(), write.target, new)
+    await driver.execute(sql.comment_from_stash())
+    write.progress(f"recorded {step.owner} as the owner of {write.name} in its comment")
 
 
 async def _diagnose(write: Write) -> TableMismatchError | None:

@@ -119,11 +119,21 @@ def test_list_columns_round_trip_as_jsonb(postgres: PostgresResource, db: Databa
     assert read.sort_values("id")["tags"].tolist() == [[1, 2], [3]]
 
 
-def test_empty_frame_never_empties_the_table(postgres: PostgresResource, db: Database) -> None:
-    replace = WritePlan.from_options()
-    write(postgres, pd.DataFrame({"id": [1, 2]}), replace)
-    result = write(postgres, pd.DataFrame({"id": pd.Series([], dtype="int64")}), replace)
-    assert result.rows_deleted == 0 and result.row_count == 2  # type: ignore[attr-defined]
+def test_an_empty_frame_empties_the_table_only_when_replacing(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """Upserting or appending no rows changes nothing; replacing with none leaves no row."""
+    empty = pd.DataFrame({"id": pd.Series([], dtype="int64")})
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY); INSERT INTO t VALUES (1), (2)")
+    for plan in (
+        WritePlan.from_options(write_mode="append"),
+        WritePlan.from_options(conflict_target="id"),
+    ):
+        result = write(postgres, empty, plan)
+        assert result.rows_deleted == 0 and result.row_count == 2  # type: ignore[attr-defined]
+    result = write(postgres, empty, WritePlan.from_options())
+    assert result.rows_deleted == 2 and result.row_count == 0  # type: ignore[attr-defined]
+    assert db.fetch("SELECT count(*) AS n FROM t") == [{"n": 0}]
 
 
 def test_reads_fractional_timestamps_and_empty_tables(postgres: PostgresResource) -> None:

@@ -6,15 +6,24 @@ from __future__ import annotations
 import decimal
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import pytest
 
 from resources.catalog import Catalog, Column, TableFacts
-from resources.errors import TableMismatchError, WritePlanError
+from resources.claims import (
+    MAX_PARTITION_LOCKS,
+    OWNER_MARKER,
+    calendar_units,
+    comment_with_owner,
+    recorded_owner,
+    replace_lock,
+)
+from resources.errors import TableMismatchError, TableOwnerError, WritePlanError
 from resources.frame import prepare_frame
-from resources.options import KeySlice, PartitionSlice, WritePlan
+from resources.options import KeySlice, PartitionSlice, TimeWindowSlice, WritePlan
 from resources.plan import (
     COUNT_ROWS_UP_TO_BYTES,
     MAX_STAGES,
@@ -23,7 +32,16 @@ from resources.plan import (
     stage_name,
     table_to_create,
 )
-from resources.steps import AddColumns, CheckLengths, CheckValuesKept, PrepareStage, Steps
+from resources.steps import (
+    AddColumns,
+    CheckLengths,
+    CheckValuesKept,
+    Delete,
+    LockForReplace,
+    PrepareStage,
+    RecordOwner,
+    Steps,
+)
 from resources.types import PgType
 
 KEYS: dict[str, Any] = {"none": None, "one": "id", "two": ["id", "region"]}
@@ -153,19 +171,39 @@ MATRIX = {
         "count",
     ),
     ("replace", "none", "missing"): (["CreateTable"], "unknown", None),
-    ("replace", "none", "empty"): (["CopyFrame(target)"], "staged", None),
-    ("replace", "none", "filled"): (["Delete", "CopyFrame(target)"], "staged", None),
-    ("replace", "none", "large"): (["Delete", "CopyFrame(target)"], "staged", None),
+    ("replace", "none", "empty"): (
+        ["LockForReplace", "Delete", "CopyFrame(target)"],
+        "staged",
+        None,
+    ),
+    ("replace", "none", "filled"): (
+        ["LockForReplace", "Delete", "CopyFrame(target)"],
+        "staged",
+        None,
+    ),
+    ("replace", "none", "large"): (
+        ["LockForReplace", "Delete", "CopyFrame(target)"],
+        "staged",
+        None,
+    ),
     ("replace", "none", "partitioned"): (
-        ["PrepareStage", "CopyFrame(stage)", "CheckRowsInPartition", "Delete", "Insert"],
+        [
+            "PrepareStage",
+            "CopyFrame(stage)",
+            "CheckRowsInPartition",
+            "LockForReplace",
+            "Delete",
+            "Insert",
+        ],
         "count",
         "staged",
     ),
     ("replace", "one", "missing"): (["CreateTable"], "unknown", None),
     ("replace", "one", "empty"): (
         [
+            "LockForReplace",
             "Delete",
-            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Delete,Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]",
+            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),LockForReplace,Delete,Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]",
         ],
         "staged",
         None,
@@ -174,6 +212,7 @@ MATRIX = {
         [
             "PrepareStage",
             "CopyFrame(stage)",
+            "LockForReplace",
             "Delete",
             "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
         ],
@@ -184,6 +223,7 @@ MATRIX = {
         [
             "PrepareStage",
             "CopyFrame(stage)",
+            "LockForReplace",
             "Delete",
             "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
         ],
@@ -196,6 +236,7 @@ MATRIX = {
             "CopyFrame(stage)",
             "CheckRowsInPartition",
             "CheckKeysInPartition",
+            "LockForReplace",
             "Delete",
             "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
         ],
@@ -207,6 +248,7 @@ MATRIX = {
         [
             "PrepareStage",
             "CopyFrame(stage)",
+            "LockForReplace",
             "Delete",
             "Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]",
         ],
@@ -217,6 +259,7 @@ MATRIX = {
         [
             "PrepareStage",
             "CopyFrame(stage)",
+            "LockForReplace",
             "Delete",
             "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
         ],
@@ -227,6 +270,7 @@ MATRIX = {
         [
             "PrepareStage",
             "CopyFrame(stage)",
+            "LockForReplace",
             "Delete",
             "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
         ],
@@ -239,6 +283,7 @@ MATRIX = {
             "CopyFrame(stage)",
             "CheckRowsInPartition",
             "CheckKeysInPartition",
+            "LockForReplace",
             "Delete",
             "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
         ],
@@ -458,9 +503,30 @@ def test_exact_row_count_counts_a_large_table() -> None:
     assert planned(options, catalog(size=COUNT_ROWS_UP_TO_BYTES * 10)).row_count == "count"
 
 
-def test_an_empty_frame_writes_nothing() -> None:
-    options = WritePlan.from_options(conflict_target="id", write_mode="replace")
+@pytest.mark.parametrize("mode", ["upsert", "append"])
+def test_an_empty_frame_upserted_or_appended_writes_nothing(mode: str) -> None:
+    options = WritePlan.from_options(conflict_target="id", write_mode=mode)
     assert planned(options, catalog(), frame().iloc[:0]).steps == ()
+    assert planned(options, catalog(), frame().iloc[:0], partition=PARTITION).steps == ()
+
+
+@pytest.mark.parametrize("key", ["none", "one", "two"])
+def test_an_empty_frame_replacing_empties_the_table_or_the_partition_in_turn(key: str) -> None:
+    options = WritePlan.from_options(conflict_target=KEYS[key], write_mode="replace")
+    cat = catalog(options.conflict_target)
+    whole = planned(options, cat, frame().iloc[:0])
+    assert whole.steps == (LockForReplace(0, ((0, False),)), Delete(partitioned=False))
+    assert (whole.row_count, whole.partition_row_count) == ("staged", None)
+    part = planned(options, cat, frame().iloc[:0], partition=PARTITION)
+    assert plan_summary(part) == ["LockForReplace", "Delete"]
+    assert part.steps[1] == Delete(partitioned=True) and part.where is not None
+    assert (part.row_count, part.partition_row_count) == ("count", "staged")
+
+
+def test_an_empty_frame_replacing_a_missing_table_creates_it_then_plans_again() -> None:
+    options = WritePlan.from_options(write_mode="replace")
+    steps = planned(options, replace(catalog(), table=None), frame().iloc[:0])
+    assert steps.replan and plan_summary(steps) == ["CreateTable"]
 
 
 @pytest.mark.parametrize(("kind", "description"), [("v", "a view"), ("p", "a partitioned table")])
@@ -536,3 +602,182 @@ def test_a_negative_scale_rounds_integers_so_their_values_are_checked() -> None:
             catalog(columns=columns),
             frame(v=["1", "2", "3"]),
         )
+
+
+# ---- replaces take turns ------------------------------------------------------------------------
+
+
+def lock_of(
+    partition: Sequence[PartitionSlice] = (), mode: str = "replace", key: Any = "id"
+) -> LockForReplace | None:
+    """The LockForReplace step of a write of ``partition`` (None when it takes none)."""
+    options = WritePlan.from_options(conflict_target=key, write_mode=mode)
+    columns = {**COLUMNS, "at": Column("at", PgType("timestamptz", display="timestamptz"))}
+    data = frame(at=list(pd.to_datetime(["2024-01-05"] * 3, utc=True)))
+    steps = planned(options, catalog(options.conflict_target, columns=columns), data, partition)
+    locks = [s for s in steps.steps if isinstance(s, LockForReplace)]
+    return locks[0] if locks else None
+
+
+def conflict(a: LockForReplace | None, b: LockForReplace | None) -> bool:
+    """Whether two writers holding these locks wait for each other: a key both take, one of
+    them exclusively."""
+    assert a is not None and b is not None and a.table == b.table
+    held = dict(a.keys)
+    return any(k in held and not (shared and held[k]) for k, shared in b.keys)
+
+
+def day(start: str, days: int = 1, tz: str = "UTC") -> TimeWindowSlice:
+    at = pd.Timestamp(start, tz=tz).to_pydatetime()
+    return TimeWindowSlice("at", at, at + timedelta(days=days))
+
+
+def test_a_whole_table_replace_takes_the_tables_key_exclusively() -> None:
+    assert lock_of() == LockForReplace(0, ((0, False),))
+    big = replace(catalog(), table=replace(catalog().table, oid=3_000_000_000))  # type: ignore[type-var]
+    options = WritePlan.from_options(write_mode="replace")
+    steps = planned(options, big).steps
+    assert steps[0] == LockForReplace(3_000_000_000 - (1 << 32), ((0, False),))
+
+
+@pytest.mark.parametrize("mode", ["upsert", "append"])
+def test_upserts_and_appends_take_no_turn(mode: str) -> None:
+    assert lock_of(mode=mode) is None
+    assert lock_of(PARTITION, mode=mode) is None
+
+
+def test_the_turn_is_taken_after_the_checks_before_adding_columns_and_deleting() -> None:
+    options = WritePlan.from_options(conflict_target="id", write_mode="replace")
+    steps = planned(options, catalog(), frame(extra=["x", "y", "z"]), partition=PARTITION)
+    assert plan_summary(steps)[2:7] == [
+        "CheckRowsInPartition",
+        "CheckKeysInPartition",
+        "LockForReplace",
+        "AddColumns",
+        "Delete",
+    ]
+
+
+def test_a_partition_replace_shares_the_table_key_then_takes_its_units_in_order() -> None:
+    lock = lock_of((KeySlice("region", ("b", "a")),))
+    assert lock is not None and lock.keys[0] == (0, True)
+    rest = [k for k, _ in lock.keys[1:]]
+    assert rest == sorted(rest) and 0 not in rest
+    assert [shared for _, shared in lock.keys[1:]] == [False, False]  # one key per region
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "waits"),
+    [
+        # static and dynamic keys: writers wait exactly when they share a key
+        ((KeySlice("region", ("a",)),), (KeySlice("region", ("a",)),), True),
+        ((KeySlice("region", ("a",)),), (KeySlice("region", ("b",)),), False),
+        ((KeySlice("region", ("a", "b")),), (KeySlice("region", ("b", "c")),), True),
+        # time windows: exactly when they overlap, a range and a partition inside it too
+        ((day("2024-01-05"),), (day("2024-01-05"),), True),
+        ((day("2024-01-05"),), (day("2024-01-06"),), False),
+        ((day("2024-01-01", 31),), (day("2024-01-05"),), True),
+        ((day("2024-01-01", 10),), (day("2024-01-09", 10),), True),
+        ((day("2024-01-01", 5),), (day("2024-01-06", 5),), False),
+        ((day("2023-12-30", 5),), (day("2024-01-02"),), True),
+        ((day("2020-01-01", 3650),), (day("2024-02-29"),), True),
+        ((day("2020-01-01", 365),), (day("2024-02-29"),), False),
+        # a day in New York spans two UTC days
+        ((day("2024-01-05", tz="America/New_York"),), (day("2024-01-06"),), True),
+        ((day("2024-01-05", tz="America/New_York"),), (day("2024-01-07"),), False),
+        # multi-dimensional: both dimensions must overlap
+        (
+            (day("2024-01-05"), KeySlice("region", ("a",))),
+            (day("2024-01-05"), KeySlice("region", ("b",))),
+            False,
+        ),
+        (
+            (day("2024-01-01", 31), KeySlice("region", ("a",))),
+            (day("2024-01-05"), KeySlice("region", ("a", "b"))),
+            True,
+        ),
+        (
+            (day("2024-01-01", 31), KeySlice("region", ("a",))),
+            (day("2024-02-05"), KeySlice("region", ("a",))),
+            False,
+        ),
+    ],
+)
+def test_partition_replaces_wait_for_each_other_exactly_when_they_overlap(
+    a: Sequence[PartitionSlice], b: Sequence[PartitionSlice], waits: bool
+) -> None:
+    assert conflict(lock_of(a), lock_of(b)) == waits
+    assert conflict(lock_of(b), lock_of(a)) == waits
+    assert conflict(lock_of(), lock_of(a))  # a whole-table replace waits for every one
+
+
+def test_hourly_partitions_of_a_day_take_turns_only_with_the_day() -> None:
+    at = datetime(2024, 1, 5, tzinfo=UTC)
+    hours = [
+        (TimeWindowSlice("at", at + timedelta(hours=h), at + timedelta(hours=h + 1)),)
+        for h in range(24)
+    ]
+    assert not any(conflict(lock_of(hours[0]), lock_of(h)) for h in hours[1:])
+    assert all(conflict(lock_of((day("2024-01-05"),)), lock_of(h)) for h in hours)
+    assert calendar_units(at, at + timedelta(minutes=15)) == [("hour", "2024-01-05T00:00:00")]
+
+
+def test_a_slice_of_too_many_units_locks_the_whole_table() -> None:
+    keys = tuple(str(i) for i in range(MAX_PARTITION_LOCKS + 1))
+    assert lock_of((KeySlice("region", keys),)) == LockForReplace(0, ((0, False),))
+    other = TimeWindowSlice("other", datetime(2024, 1, 1), datetime(2024, 2, 1))
+    assert replace_lock(7, (day("2024-01-05"), other)) == LockForReplace(7, ((0, False),))
+    assert calendar_units(datetime(9999, 12, 31), datetime.max) is None
+
+
+# ---- table ownership ----------------------------------------------------------------------------
+
+
+def owned(comment: str | None, may_comment: bool = True) -> Catalog:
+    cat = catalog()
+    return replace(cat, table=replace(cat.table, comment=comment, may_comment=may_comment))  # type: ignore[type-var]
+
+
+UPSERT = WritePlan.from_options(conflict_target="id")
+
+
+def test_a_table_without_an_owner_records_it_last_if_the_role_may() -> None:
+    steps = planned(UPSERT, owned("made by hand"), owner="asset shop/products")
+    assert steps.steps[-1] == RecordOwner("asset shop/products")
+    assert RecordOwner("x") not in planned(UPSERT, owned(None, may_comment=False), owner="x").steps
+    assert planned(UPSERT, owned(None), frame().iloc[:0], owner="x").steps == (RecordOwner("x"),)
+
+
+def test_no_owner_means_no_check_and_no_record() -> None:
+    marked = owned(f"{OWNER_MARKER}asset a")
+    assert not any(isinstance(s, RecordOwner) for s in planned(UPSERT, marked).steps)
+    assert not any(isinstance(s, RecordOwner) for s in planned(UPSERT, owned(None)).steps)
+
+
+def test_the_recorded_owner_writes_on_without_recording_again() -> None:
+    steps = planned(UPSERT, owned(f"mine\n{OWNER_MARKER}asset a"), owner="asset a")
+    assert not any(isinstance(s, RecordOwner) for s in steps.steps)
+
+
+@pytest.mark.parametrize("data", [frame(), frame().iloc[:0]], ids=["rows", "empty"])
+def test_another_owner_is_refused_before_any_step(data: pd.DataFrame) -> None:
+    options = WritePlan.from_options(conflict_target="id", write_mode="replace")
+    with pytest.raises(TableOwnerError) as raised:
+        planned(options, owned(f"{OWNER_MARKER}asset a"), data, owner="op 'b' output 'result'")
+    message = str(raised.value)
+    assert "public.t" in message and "asset a" in message and "op 'b' output 'result'" in message
+    assert "'table' metadata" in message and "'shared_table: true'" in message
+    assert isinstance(raised.value, TableMismatchError)
+
+
+def test_the_owner_line_is_the_last_and_keeps_the_users_lines() -> None:
+    assert comment_with_owner(None, "a") == f"{OWNER_MARKER}a"
+    assert comment_with_owner("notes\nmore", "a") == f"notes\nmore\n{OWNER_MARKER}a"
+    assert comment_with_owner(f"{OWNER_MARKER}old\nnotes", "a") == f"notes\n{OWNER_MARKER}a"
+    assert recorded_owner(f"notes\n{OWNER_MARKER}asset x/y") == "asset x/y"
+    assert recorded_owner("notes") is None and recorded_owner(None) is None
+
+
+def test_an_owner_of_several_lines_is_refused() -> None:
+    with pytest.raises(WritePlanError, match="one non-empty line"):
+        planned(UPSERT, owned(None), owner="a\nb")
