@@ -131,8 +131,8 @@ def delete_missing_from_target(
 
 
 def lock_for_replace() -> str:
-    """Take the transaction-scoped advisory locks ($1, key) for each key of the array $2, in
-    its order, each shared where the array $3 says (released at the commit or rollback)."""
+    """Transaction-scoped advisory locks ($1, key) on each key of the array $2, in order,
+    each shared where the array $3 says."""
     return (
         "SELECT CASE WHEN u.shared THEN pg_advisory_xact_lock_shared($1::int4, u.key) "
         "ELSE pg_advisory_xact_lock($1::int4, u.key) END "
@@ -141,34 +141,25 @@ def lock_for_replace() -> str:
 
 
 def lock_for_comment(target: str) -> str:
-    """The lock COMMENT ON takes, taken first so that the comment read next is the last one
-    committed (it conflicts with itself, not with reads or writes of rows)."""
+    """COMMENT ON's own lock, taken before the comment is read: then the comment read is the
+    last one committed. It conflicts with itself, not with reads or writes of rows."""
     return f"LOCK TABLE {target} IN SHARE UPDATE EXCLUSIVE MODE"
 
 
 def table_comment() -> str:
-    """The comment of the table named $1 (a qualified, quoted name)."""
+    """The comment of the table $1 (a qualified, quoted name)."""
     return "SELECT obj_description(CAST($1::text AS regclass), 'pg_class')"
 
 
-# COMMENT ON takes no bind parameter: the table and the comment travel as parameters into
-# these transaction-local settings, and a constant statement comments from them.
-_COMMENT_SETTINGS = ("dagster_copy_upsert.comment_on", "dagster_copy_upsert.comment")
-
-
-def stash_comment() -> str:
-    """Put the table's name ($1, qualified and quoted) and its new comment ($2) where
-    :func:`comment_from_stash` reads them."""
-    table, comment = _COMMENT_SETTINGS
-    return f"SELECT set_config('{table}', $1, true), set_config('{comment}', $2, true)"
-
-
-def comment_from_stash() -> str:
-    """COMMENT ON TABLE with what :func:`stash_comment` stashed, quoted by the server."""
-    table, comment = _COMMENT_SETTINGS
+def comment_on_table() -> tuple[str, str]:
+    """COMMENT ON takes no bind parameter: the first statement puts the table ($1, qualified
+    and quoted) and the comment ($2) into transaction-local settings, and the second, a
+    constant, comments from them, the comment quoted by the server."""
+    table, comment = "dagster_copy_upsert.comment_on", "dagster_copy_upsert.comment"
     return (
+        f"SELECT set_config('{table}', $1, true), set_config('{comment}', $2, true)",
         "DO $$BEGIN EXECUTE format('COMMENT ON TABLE %s IS %L', "
-        f"CAST(current_setting('{table}') AS regclass), current_setting('{comment}')); END$$"
+        f"CAST(current_setting('{table}') AS regclass), current_setting('{comment}')); END$$",
     )
 
 

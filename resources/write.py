@@ -371,9 +371,9 @@ async def _record_owner(write: Write, step: steps.RecordOwner) -> None:
         return
     if recorded is not None:
         raise claims.owner_error(write.name, recorded, step.owner)
-    new = claims.comment_with_owner(comment, step.owner)
-    await driver.execute(sql.stash_comment(), write.target, new)
-    await driver.execute(sql.comment_from_stash())
+    stash, comment_on = sql.comment_on_table()
+    await driver.execute(stash, write.target, claims.comment_with_owner(comment, step.owner))
+    await driver.execute(comment_on)
     write.progress(f"recorded {step.owner} as the owner of {write.name} in its comment")
 
 
