@@ -141,6 +141,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             )
             schema, table = self.table_for(context, metadata)
             partition = _partition_slices(context, metadata)
+            owner = None if metadata.get("shared_table") else label
             result = self.postgres.run(
                 lambda conn: copy_upsert(
                     conn,
@@ -149,6 +150,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                     table=table,
                     plan=plan,
                     partition=partition,
+                    owner=owner,
                     progress=context.log.info,
                     retries=self.retries,
                 )

@@ -316,3 +316,71 @@ def test_op_outputs_report_the_op_and_output(postgres: PostgresResource, db: Dat
     message = failure_message(result)
     assert "Op 'no_columns' output 'result': the frame has no columns" in message
     assert _tables(db) == set()
+
+
+# ---- ownership -----------------------------------------------------------------------------------
+
+
+def test_a_table_belongs_to_the_output_that_first_wrote_it(
+    postgres: PostgresResource, db: Database
+) -> None:
+    orders = frame_asset(ORDERS, key=("shop", "orders"), metadata={"conflict_target": "id"})
+    assert run_assets([orders], postgres).success
+    before = db.snapshot("shop.orders")
+
+    # Another asset naming the same table on purpose, but not as shared.
+    intruder = frame_asset(
+        ORDERS.head(1), key=("archive", "orders"), metadata={"schema": "shop", "table": "orders"}
+    )
+    message = failure_message(run_assets([intruder], postgres, raise_on_error=False))
+    assert "Asset archive/orders:" in message
+    assert "asset shop/orders" in message and "shared_table" in message
+    assert db.snapshot("shop.orders") == before
+
+    # An op output pointed at it is refused the same way.
+    @op(out={"result": Out(metadata={"schema": "shop", "table": "orders"})})
+    def stray() -> pd.DataFrame:
+        return pd.DataFrame({"id": [1], "amount": [0.0]})
+
+    @job(resource_defs=resources_for(postgres))
+    def strays() -> None:
+        stray()
+
+    message = failure_message(strays.execute_in_process(raise_on_error=False))
+    assert "Op 'stray' output 'result':" in message and "asset shop/orders" in message
+    assert db.snapshot("shop.orders") == before
+
+    # The owner itself keeps writing.
+    assert run_assets([orders], postgres).success
+
+
+def test_tables_shared_on_purpose(postgres: PostgresResource, db: Database) -> None:
+    shared = {"schema": "shop", "table": "events", "shared_table": True, "write_mode": "append"}
+    web = frame_asset(pd.DataFrame({"source": ["web"]}), key=("web_events",), metadata=shared)
+    app = frame_asset(pd.DataFrame({"source": ["app"]}), key=("app_events",), metadata=shared)
+    for _ in range(2):
+        assert run_assets([web], postgres).success
+        assert run_assets([app], postgres).success
+    assert db.rows("shop.events", "source") == [{"source": s} for s in ("app",) * 2 + ("web",) * 2]
+
+
+def test_a_table_made_by_hand_is_adopted_by_its_first_writer(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute(
+        "CREATE SCHEMA shop; CREATE TABLE shop.products (sku text PRIMARY KEY, price float8);"
+        "COMMENT ON TABLE shop.products IS 'Prices, loaded nightly.'"
+    )
+    frame = pd.DataFrame({"sku": ["a"], "price": [1.0]})
+    assert run_assets([frame_asset(frame, metadata={"conflict_target": "sku"})], postgres).success
+    comment = db.fetch("SELECT obj_description('shop.products'::regclass, 'pg_class') AS c")
+    assert comment[0]["c"].startswith("Prices, loaded nightly.")
+    before = db.snapshot("shop.products")
+    other = frame_asset(
+        frame.assign(price=2.0),
+        key=("other",),
+        metadata={"schema": "shop", "table": "products", "conflict_target": "sku"},
+    )
+    message = failure_message(run_assets([other], postgres, raise_on_error=False))
+    assert "Asset other:" in message and "asset shop/products" in message
+    assert db.snapshot("shop.products") == before
