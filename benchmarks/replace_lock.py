@@ -2,7 +2,7 @@
 is timed again and again while a large keyed replace runs, with the lock and with its
 statement made a no-op (the behaviour before it).
 
-    .venv/bin/python -m tests.measure_replace_lock [ROWS] [DATABASE_URL]
+    .venv/bin/python -m benchmarks.replace_lock [ROWS] [DATABASE_URL]
 
 Without a URL it starts an embedded PostgreSQL in a temporary directory.
 """
