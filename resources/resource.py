@@ -6,7 +6,7 @@ import asyncio
 import os
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -24,6 +24,12 @@ from .errors import ConfigurationError
 T = TypeVar("T")
 
 _POSTGRES_DRIVERS = {"postgres", "postgresql", "postgresql+asyncpg"}
+
+# How long run(), when its caller is interrupted, and dispose() wait for the work they cancel
+# to roll back and close its connection (asyncpg gives a graceful close 2 s, then aborts it).
+CANCEL_WAIT_SECONDS = 5.0
+# The name of the tasks that run() starts, so that dispose() finds the ones still running.
+_RUN_TASK = "postgres-resource-run"
 
 
 class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -201,10 +207,30 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             raise RuntimeError("PostgresResource.run() raced with dispose()")
 
         async def with_connection() -> T:
+            task = asyncio.current_task()
+            assert task is not None
+            task.set_name(_RUN_TASK)
             async with engine.connect() as conn:
-                return await work(conn)
+                driver = (await conn.get_raw_connection()).driver_connection
+                try:
+                    return await work(conn)
+                except BaseException:
+                    # Cancelled, or failed before its rollback ran: the session may still be
+                    # in the transaction (or mid-statement); close it, never pool it.
+                    if task.cancelling() or (driver is not None and driver.is_in_transaction()):
+                        await conn.invalidate()
+                    raise
 
-        return asyncio.run_coroutine_threadsafe(with_connection(), loop).result()
+        coro = with_connection()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                # The caller stopped waiting (Ctrl-C, SIGTERM, Dagster's termination of the
+                # step): stop the work too, so that it rolls back instead of committing later.
+                _wait_on(loop, _cancel(lambda task: task.get_coro() is coro), "the cancelled work")
+            raise
 
     def dispose(self) -> None:
         """Close the pooled connections and stop the private event loop. Safe to call twice."""
@@ -213,8 +239,15 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             self._sync_loop = self._sync_thread = self._sync_engine = None
         if loop is None or thread is None or engine is None:
             return
+
+        async def shutdown() -> None:
+            # Work still running (another thread's run(), or one whose caller stopped
+            # waiting) would hold its transaction open past the end of the process's loop.
+            await _cancel(lambda task: task.get_name() == _RUN_TASK)
+            await engine.dispose()
+
         try:
-            asyncio.run_coroutine_threadsafe(engine.dispose(), loop).result()
+            _wait_on(loop, shutdown(), "the resource's teardown")
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
@@ -246,6 +279,27 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         )
         event.listen(engine.sync_engine, "checkout", _replace_closed_connection)
         return engine
+
+
+async def _cancel(which: Callable[[asyncio.Task[Any]], bool]) -> None:
+    """Cancel the running loop's tasks that ``which`` picks, and wait until they are done.
+    asyncpg's own tasks (its cancel requests to the server) are left to finish."""
+    tasks = {task for task in asyncio.all_tasks() if which(task)}
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+def _wait_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], what: str) -> None:
+    """Run ``coro`` on ``loop`` (another thread's), waiting at most CANCEL_WAIT_SECONDS."""
+    try:
+        asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=CANCEL_WAIT_SECONDS)
+    except TimeoutError:
+        get_dagster_logger().warning(
+            f"PostgresResource: {what} did not finish within {CANCEL_WAIT_SECONDS} s; the "
+            "server ends the session after idle_in_transaction_timeout at the latest"
+        )
 
 
 def _replace_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
