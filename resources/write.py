@@ -280,6 +280,11 @@ async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool 
     finally:
         if not copying.done():
             copying.cancel()
+            # Let asyncpg end the COPY before the rollback needs the connection; bounded, as
+            # a COPY on a connection the server closed may never end.
+            await asyncio.wait({copying}, timeout=CONNECTION_CHECK_SECONDS)
+        if copying.done() and not copying.cancelled():
+            copying.exception()  # retrieved: the error that matters is raised above
 
 
 async def _check_lengths(write: Write, step: steps.CheckLengths) -> None:
