@@ -146,7 +146,8 @@ def prepare_frame(
             types[name] = PgType("jsonb" if name in json_columns else "numeric")
             continue
         inferred = inferred_types[name]
-        if pa.types.is_null(inferred):
+        # A frame without rows holds no value any column type could refuse.
+        if pa.types.is_null(inferred) or not len(frame):
             null_columns.add(name)
         fields.append(pa.field(name, _encodable_type(name, column, inferred)))
         if isinstance(inferred, pa.UuidType):
@@ -175,6 +176,12 @@ def prepare_frame(
 def _with_index_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with its named index levels as leading columns, as ``reset_index()`` adds
     them; unnamed levels (a default RangeIndex among them) are dropped."""
+    if isinstance(frame.columns, pd.MultiIndex):
+        raise FrameError(
+            f"the frame's columns are a MultiIndex ({list(frame.columns)[:3]}...), which has no "
+            "column names to store: flatten it first, e.g. frame.columns = "
+            "['_'.join(filter(None, map(str, c))) for c in frame.columns]"
+        )
     named = [name for name in frame.index.names if name is not None]
     if not named:
         return frame

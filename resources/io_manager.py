@@ -30,7 +30,13 @@ from .core import (
     copy_upsert,
     read_table,
 )
-from .errors import CopyUpsertError, FrameError, TableNotFoundError, WritePlanError
+from .errors import (
+    CopyUpsertError,
+    FrameError,
+    TableMismatchError,
+    TableNotFoundError,
+    WritePlanError,
+)
 from .resource import PostgresResource
 
 # Definition metadata keys that shape a write; see WritePlan.from_options.
@@ -47,6 +53,18 @@ KNOWN_KEYS = (
     "partition_expr",
     "columns",
 )
+# The owner recorded for tables that outputs share on purpose: any output that says
+# shared_table may write them, and no other.
+SHARED_OWNER = "outputs with shared_table: true"
+# Op outputs that are not assets carry the id of the run that wrote them, so that a step
+# never reads another run's rows (runs of one job at once share their op outputs' tables).
+RUN_ID_COLUMN = "dagster_run_id"
+# Metadata keys other tools use for what this IO manager calls conflict_target: without it
+# a write would replace the whole table.
+FOREIGN_KEYS = {
+    key: "conflict_target"
+    for key in ("primary_key", "unique_key", "upsert_key", "merge_key", "key_columns")
+}
 # PostgreSQL truncates identifiers at 63 bytes; a longer derived table name keeps its start
 # and a digest of the whole, so that two long names never meet in one table.
 MAX_TABLE_NAME_BYTES = 63
@@ -141,7 +159,10 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             )
             schema, table = self.table_for(context, metadata)
             partition = _partition_slices(context, metadata)
-            owner = None if metadata.get("shared_table") else label
+            owner = SHARED_OWNER if metadata.get("shared_table") else label
+            if _run_scoped(context, metadata) and len(obj.columns):
+                # (A frame without columns is refused as it is, with nothing to tag.)
+                obj = obj.assign(**{RUN_ID_COLUMN: context.run_id})
             result = self.postgres.run(
                 lambda conn: copy_upsert(
                     conn,
@@ -193,18 +214,27 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         try:
             upstream_metadata = _plain(upstream.definition_metadata) if upstream else {}
             _refuse_misspelled_keys(upstream_metadata)
+            input_metadata = _plain(context.definition_metadata)
+            _refuse_misspelled_keys(input_metadata)
             schema, table = self.table_for(upstream or context, upstream_metadata)
             partition = (
                 _no_partition(upstream_metadata)
                 if unmapped
                 else _partition_slices(context, upstream_metadata)
             )
-            columns = _plain(context.definition_metadata).get("columns")
-            return self.postgres.run(
+            columns = input_metadata.get("columns")
+            run_scoped = upstream is not None and _run_scoped(upstream, upstream_metadata)
+            if run_scoped and columns is not None:
+                columns = [*([columns] if isinstance(columns, str) else columns), RUN_ID_COLUMN]
+            frame = self.postgres.run(
                 lambda conn: read_table(
                     conn, schema=schema, table=table, columns=columns, partition=partition
                 )
             )
+            if run_scoped and upstream is not None:
+                _check_run(frame, upstream.run_id, f"{schema}.{table}")
+                frame = frame.drop(columns=[RUN_ID_COLUMN])
+            return frame
         except TableNotFoundError as exc:
             if unmapped:
                 return pd.DataFrame()
@@ -222,7 +252,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         """
         if context.has_asset_key:
             path = context.asset_key.path
-            table, prefix = path[-1], "__".join(path[:-1])
+            table, prefix = fitted_name(path[-1]), fitted_name("__".join(path[:-1]))
         elif isinstance(context, OutputContext):
             table, prefix = op_table_name(context), ""
         else:
@@ -242,6 +272,11 @@ def _partition_slices(
     context: OutputContext | InputContext, metadata: Mapping[str, Any]
 ) -> Sequence[PartitionSlice]:
     if not context.has_asset_partitions:
+        if isinstance(context, OutputContext) and metadata.get("partition_expr"):
+            raise WritePlanError(
+                "metadata 'partition_expr' is set but the asset has no partitions_def, so the "
+                "write would take the whole table: partition the asset, or drop the key"
+            )
         return ()
     expr = metadata.get("partition_expr")
     partitions_def = context.asset_partitions_def
@@ -295,14 +330,20 @@ def _no_partition(metadata: Mapping[str, Any]) -> Sequence[PartitionSlice]:
 
 
 def op_table_name(context: OutputContext) -> str:
-    """The table of an op output that is not an asset: its step key (graph and op names, and
-    the mapping key of a mapped step), its output's name and the output's own mapping key,
-    joined by ``__``, as in ``my_graph__clean__result``."""
-    parts = [p for p in re.split(r"[.\[\]]", context.step_key) if p]
+    """The table of an op output that is not an asset: its job's name, its step key (graph
+    and op names, and the mapping key of a mapped step), its output's name and the output's
+    own mapping key, joined by ``__``, as in ``nightly__my_graph__clean__result``."""
+    parts = [context.job_name.strip("_")]
+    parts += [p for p in re.split(r"[.\[\]]", context.step_key) if p]
     parts.append(context.name)
     if context.mapping_key:
         parts.append(context.mapping_key)
-    name = "__".join(parts)
+    return fitted_name("__".join(parts))
+
+
+def fitted_name(name: str) -> str:
+    """A derived name as it is, or, beyond PostgreSQL's 63 bytes, its first 50 bytes and a
+    digest of the whole, so that two long names never meet in one table."""
     if len(name.encode()) <= MAX_TABLE_NAME_BYTES:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
@@ -311,19 +352,42 @@ def op_table_name(context: OutputContext) -> str:
 
 def output_label(context: OutputContext) -> str:
     """How messages and table ownership name an output: ``asset shop/orders``, or ``op
-    'my_graph.clean' output 'result'`` (with its mapping key) for an op output."""
+    'my_graph.clean' output 'result' of job 'nightly'`` (with its mapping key)."""
     if context.has_asset_key:
         return f"asset {context.asset_key.to_user_string()}"
     label = f"op {context.step_key!r} output {context.name!r}"
-    return f"{label} [{context.mapping_key}]" if context.mapping_key else label
+    if context.mapping_key:
+        label += f" [{context.mapping_key}]"
+    return f"{label} of job {context.job_name!r}"
+
+
+def _run_scoped(context: OutputContext, metadata: Mapping[str, Any]) -> bool:
+    """Whether the output's rows carry their run's id: an op output in a table the naming
+    rule chose (a table named in metadata is the user's, and holds their columns only)."""
+    return not context.has_asset_key and not metadata.get("table")
+
+
+def _check_run(frame: pd.DataFrame, run_id: str, table: str) -> None:
+    """Refuse rows that another run wrote over the upstream's (two runs of one job at once)."""
+    others = frame[RUN_ID_COLUMN][frame[RUN_ID_COLUMN] != run_id]
+    if len(others):
+        raise TableMismatchError(
+            f"table {table} holds rows of run {others.iloc[0]} instead of run {run_id}, "
+            "which wrote this input: another run of the job replaced them. Runs of one job "
+            "at the same time share its op outputs' tables: run them one after another "
+            "(a concurrency limit on the job), or name a table per run with the output's "
+            "'table' metadata"
+        )
 
 
 def _refuse_misspelled_keys(metadata: Mapping[str, Any]) -> None:
-    """Other metadata is the user's own; a key a letter or two away from one of ours is not."""
+    """Other metadata is the user's own; a key a letter or two away from one of ours, or
+    another tool's name for the key, is not."""
     for key in metadata:
         if key in KNOWN_KEYS:
             continue
         close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.8)
+        close = [FOREIGN_KEYS[key]] if key in FOREIGN_KEYS else close
         if close:
             raise WritePlanError(
                 f"unknown metadata key {key!r}: did you mean {close[0]!r}? (nothing was "

@@ -5,6 +5,7 @@ Dagster definitions and looks at the tables before and after."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from dagster import (
     asset,
     graph_asset,
     job,
+    mem_io_manager,
     op,
 )
 
@@ -41,6 +43,12 @@ def _tables(db: Database) -> set[str]:
         "AND n.nspname NOT LIKE 'pg_temp%'"
     )
     return {row["name"] for row in rows}
+
+
+def _values(db: Database, table: str, *columns: str) -> list[Any]:
+    """The columns' values in order (a tuple a row for several columns)."""
+    rows = db.fetch(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1")
+    return [row[columns[0]] if len(columns) == 1 else tuple(row.values()) for row in rows]
 
 
 # ---- naming --------------------------------------------------------------------------------------
@@ -75,13 +83,14 @@ def test_two_graph_backed_assets_keep_their_own_rows(
         assert db.rows("public.doubled_b", "b") == [{"b": "xx"}, {"b": "yy"}]
     # The inner ops' outputs went to tables of their own, named after their steps; the last
     # op's output is the asset.
+    inner = "public.ephemeral_asset_job__doubled_{}__load_{}__result"
     assert _tables(db) == {
         "public.doubled_a",
         "public.doubled_b",
-        "public.doubled_a__load_a__result",
-        "public.doubled_b__load_b__result",
+        inner.format("a", "a"),
+        inner.format("b", "b"),
     }
-    assert db.rows("public.doubled_a__load_a__result", "a") == [{"a": 1}, {"a": 2}, {"a": 3}]
+    assert _values(db, inner.format("a", "a"), "a") == [1, 2, 3]
 
 
 def test_ops_of_a_job_read_their_own_upstream(postgres: PostgresResource, db: Database) -> None:
@@ -102,9 +111,9 @@ def test_ops_of_a_job_read_their_own_upstream(postgres: PostgresResource, db: Da
         combine(first(), second())
 
     assert three_ops.execute_in_process().success
-    assert db.rows("public.combine__result", "one") == [{"one": 1, "two": 2}]
-    assert db.rows("public.first__result", "v") == [{"v": 1}]
-    assert db.rows("public.second__result", "v") == [{"v": 2}]
+    assert _values(db, "public.three_ops__combine__result", "one", "two") == [(1, 2)]
+    assert _values(db, "public.three_ops__first__result", "v") == [1]
+    assert _values(db, "public.three_ops__second__result", "v") == [2]
 
 
 def test_an_op_output_named_like_an_asset_leaves_the_asset_alone(
@@ -125,7 +134,7 @@ def test_an_op_output_named_like_an_asset_leaves_the_asset_alone(
 
     assert unrelated.execute_in_process().success
     assert db.snapshot("public.orders") == before
-    assert db.rows("public.make_orders__orders", "id") == [{"id": 1, "amount": 0.0}]
+    assert _values(db, "public.unrelated__make_orders__orders", "id") == [1]
 
 
 def test_dynamic_outputs_get_a_table_each(postgres: PostgresResource, db: Database) -> None:
@@ -144,10 +153,9 @@ def test_dynamic_outputs_get_a_table_each(postgres: PostgresResource, db: Databa
 
     assert fan_out.execute_in_process().success
     for region in ("north", "south"):
-        assert db.rows(f"public.regions__result__{region}", "region") == [{"region": region}]
-        assert db.rows(f"public.tag__{region}__result", "region") == [
-            {"region": region, "tagged": True}
-        ]
+        assert _values(db, f"public.fan_out__regions__result__{region}", "region") == [region]
+        tagged = _values(db, f"public.fan_out__tag__{region}__result", "region", "tagged")
+        assert tagged == [(region, True)]
 
 
 def test_keys_of_three_components_do_not_collide(postgres: PostgresResource, db: Database) -> None:
@@ -314,7 +322,7 @@ def test_op_outputs_report_the_op_and_output(postgres: PostgresResource, db: Dat
 
     result = broken.execute_in_process(raise_on_error=False)
     message = failure_message(result)
-    assert "Op 'no_columns' output 'result': the frame has no columns" in message
+    assert "Op 'no_columns' output 'result' of job 'broken': the frame has no columns" in message
     assert _tables(db) == set()
 
 
@@ -347,7 +355,8 @@ def test_a_table_belongs_to_the_output_that_first_wrote_it(
         stray()
 
     message = failure_message(strays.execute_in_process(raise_on_error=False))
-    assert "Op 'stray' output 'result':" in message and "asset shop/orders" in message
+    assert "Op 'stray' output 'result' of job 'strays':" in message
+    assert "asset shop/orders" in message
     assert db.snapshot("shop.orders") == before
 
     # The owner itself keeps writing.
@@ -384,3 +393,168 @@ def test_a_table_made_by_hand_is_adopted_by_its_first_writer(
     message = failure_message(run_assets([other], postgres, raise_on_error=False))
     assert "Asset other:" in message and "asset shop/products" in message
     assert db.snapshot("shop.products") == before
+
+
+def test_shared_on_one_side_only_is_refused(postgres: PostgresResource, db: Database) -> None:
+    customers = frame_asset(
+        pd.DataFrame({"id": [1, 2]}), key=("customers",), metadata={"conflict_target": "id"}
+    )
+    fix = frame_asset(
+        pd.DataFrame({"id": [99]}),
+        key=("customers_fix",),
+        metadata={"table": "customers", "shared_table": True, "write_mode": "replace"},
+    )
+    assert run_assets([customers], postgres).success
+    before = db.snapshot("public.customers")
+    message = failure_message(run_assets([fix], postgres, raise_on_error=False))
+    assert "Asset customers_fix:" in message and "asset customers" in message
+    assert db.snapshot("public.customers") == before
+
+    # The other way round: a table shared first stays shared.
+    db.execute("DROP TABLE public.customers")
+    assert run_assets([fix], postgres).success
+    message = failure_message(run_assets([customers], postgres, raise_on_error=False))
+    assert "Asset customers:" in message and "shared_table: true" in message
+
+
+def test_ops_of_one_name_in_two_jobs_keep_their_own_tables(
+    postgres: PostgresResource, db: Database
+) -> None:
+    def loader(rows: list[int]) -> Any:
+        @op(name="load")
+        def load() -> pd.DataFrame:
+            return pd.DataFrame({"k": rows})
+
+        return load
+
+    @job(resource_defs=resources_for(postgres))
+    def users_job() -> None:
+        loader([1, 2, 3])()
+
+    @job(resource_defs=resources_for(postgres))
+    def events_job() -> None:
+        loader(list(range(100)))()
+
+    assert users_job.execute_in_process().success
+    assert events_job.execute_in_process().success
+    assert _values(db, "public.users_job__load__result", "k") == [1, 2, 3]
+    assert len(_values(db, "public.events_job__load__result", "k")) == 100
+
+
+def test_a_step_never_reads_another_runs_rows(postgres: PostgresResource, db: Database) -> None:
+    """Run A's downstream op waits while run B of the same job replaces the op output A
+    wrote: A's load fails naming both runs, and writes nothing."""
+    upstream_done, replaced = threading.Event(), threading.Event()
+
+    @op(config_schema={"customer": str})
+    def extract(context) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+        return pd.DataFrame({"customer": [context.op_config["customer"]], "amount": [3]})
+
+    @op(out=Out(io_manager_key="mem"))
+    def gate(frame: pd.DataFrame) -> int:
+        upstream_done.set()
+        assert replaced.wait(60)
+        return len(frame)
+
+    @op
+    def invoice(frame: pd.DataFrame, _gate: int) -> pd.DataFrame:
+        return frame.assign(amount=frame["amount"] * 2)
+
+    @job(resource_defs={**resources_for(postgres), "mem": mem_io_manager})
+    def billing() -> None:
+        rows = extract()
+        invoice(rows, gate(rows))
+
+    def config(customer: str) -> dict[str, Any]:
+        return {"ops": {"extract": {"config": {"customer": customer}}}}
+
+    results: list[Any] = []
+    run_a = threading.Thread(
+        target=lambda: results.append(
+            billing.execute_in_process(run_config=config("ACME"), raise_on_error=False)
+        )
+    )
+    run_a.start()
+    try:
+        assert upstream_done.wait(60)
+        run_b = billing.execute_in_process(run_config=config("GLOBEX"), op_selection=["extract"])
+        assert run_b.success
+    finally:
+        replaced.set()
+        run_a.join(60)
+    message = failure_message(results[0])
+    assert "Op 'extract' output 'result' of job 'billing':" in message
+    assert f"holds rows of run {run_b.run_id} instead of run {results[0].run_id}" in message
+    assert "public.billing__invoice__result" not in _tables(db)
+    assert _values(db, "public.billing__extract__result", "customer") == ["GLOBEX"]
+
+
+def test_frames_the_table_cannot_take_as_they_are(postgres: PostgresResource, db: Database) -> None:
+    aggregated = (
+        pd.DataFrame({"k": ["a", "a", "b"], "v": [1, 2, 3]})
+        .groupby("k")
+        .agg({"v": ["sum", "mean"]})
+    )
+    message = failure_message(
+        run_assets([frame_asset(aggregated, key=("agg",))], postgres, raise_on_error=False)
+    )
+    assert "Asset agg: the frame's columns are a MultiIndex" in message
+    assert "flatten it first" in message
+    assert _tables(db) == set()
+
+
+def test_an_empty_frame_of_any_dtype_replaces(postgres: PostgresResource, db: Database) -> None:
+    db.execute(
+        "CREATE TABLE public.keyed (id bigint PRIMARY KEY, name text); "
+        "INSERT INTO public.keyed VALUES (1, 'a'), (2, 'b')"
+    )
+    # pandas makes these columns float64.
+    empty = pd.DataFrame({"id": [], "name": []})
+    result = run_assets(
+        [frame_asset(empty, key=("keyed",), metadata={"write_mode": "replace"})], postgres
+    )
+    assert result.success
+    assert db.snapshot("public.keyed") == (0, "d41d8cd98f00b204e9800998ecf8427e")
+
+
+def test_metadata_that_would_widen_a_write_is_refused(
+    postgres: PostgresResource, db: Database
+) -> None:
+    keyed = frame_asset(ORDERS, metadata={"conflict_target": "id"})
+    assert run_assets([keyed], postgres).success
+    before = db.snapshot("shop.products")
+    for metadata, expected in (
+        (
+            {"primary_key": "id"},
+            "unknown metadata key 'primary_key': did you mean 'conflict_target'?",
+        ),
+        (
+            {"partition_expr": "id"},
+            "metadata 'partition_expr' is set but the asset has no partitions_def",
+        ),
+    ):
+        bad = frame_asset(ORDERS.head(1), metadata=metadata)
+        message = failure_message(run_assets([bad], postgres, raise_on_error=False))
+        assert f"Asset shop/products: {expected}" in message
+        assert db.snapshot("shop.products") == before
+
+
+def test_a_misspelled_input_key_is_refused(postgres: PostgresResource, db: Database) -> None:
+    wide = frame_asset(pd.DataFrame({"a": [1], "b": [2]}), key=("wide",))
+
+    @asset(ins={"wide": AssetIn(metadata={"colums": ["a"]})})
+    def narrow(wide: pd.DataFrame) -> pd.DataFrame:
+        return wide
+
+    message = failure_message(run_assets([wide, narrow], postgres, raise_on_error=False))
+    assert "unknown metadata key 'colums': did you mean 'columns'?" in message
+    assert "public.narrow" not in _tables(db)
+
+
+def test_long_asset_names_are_shortened(postgres: PostgresResource, db: Database) -> None:
+    name = "customer_lifetime_value_by_acquisition_channel_and_cohort_month_x"
+    assert len(name) > 63
+    assert run_assets([frame_asset(pd.DataFrame({"v": [1]}), key=(name,))], postgres).success
+    (table,) = [t for t in _tables(db) if t.startswith("public.customer_lifetime")]
+    assert len(table.removeprefix("public.")) == 63
+    assert _values(db, table, "v") == [1]
