@@ -230,7 +230,8 @@ def _require_columns(names: Sequence[str], option: str, wanted: Iterable[str]) -
     if missing:
         raise WritePlanError(
             f"{option} names column(s) {missing} that the frame does not have; "
-            f"the frame's columns are {list(names)}"
+            f"the frame's columns are {list(names)}: return those columns, or fix the "
+            f"asset's '{option}' metadata"
         )
 
 

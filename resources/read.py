@@ -63,7 +63,8 @@ async def read_frame(
         missing = [name for name in names if name not in stored]
         if missing:
             raise TableMismatchError(
-                f"columns {missing} are not in table {schema}.{table}, which has {list(stored)}"
+                f"columns {missing} are not in table {schema}.{table}, which has "
+                f"{list(stored)}: ask for columns it has (the input's 'columns' metadata)"
             )
         selected = {name: stored[name] for name in names}
         query, params = read_query(schema, table, selected, partition, stored)
