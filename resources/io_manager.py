@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from dagster import (
     ConfigurableIOManager,
+    DagsterInvariantViolationError,
     InputContext,
     MetadataValue,
     MultiPartitionKey,
@@ -207,7 +208,8 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
 
         An input mapped to no partition of its upstream (the first partition of an asset
         that reads its own previous one) gets no rows: the table's columns, or no column if
-        the table does not exist yet."""
+        the table does not exist yet; so does an asset reading itself before its table
+        exists (the first range of a single-run backfill)."""
         upstream = context.upstream_output
         label = output_label(upstream) if upstream is not None else f"input {context.name!r}"
         unmapped = context.has_asset_partitions and not context.asset_partition_keys
@@ -236,7 +238,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                 frame = frame.drop(columns=[RUN_ID_COLUMN])
             return frame
         except TableNotFoundError as exc:
-            if unmapped:
+            if unmapped or _reads_itself(context):
                 return pd.DataFrame()
             raise exc.for_output(label) from exc
         except CopyUpsertError as exc:
@@ -359,6 +361,16 @@ def output_label(context: OutputContext) -> str:
     if context.mapping_key:
         label += f" [{context.mapping_key}]"
     return f"{label} of job {context.job_name!r}"
+
+
+def _reads_itself(context: InputContext) -> bool:
+    """Whether the input is an asset its own step writes (an asset that reads its earlier
+    partitions): before its first write there is nothing to read, and that is no error."""
+    try:
+        written = context.step_context.get_output_asset_keys()
+    except DagsterInvariantViolationError:  # a context built outside a run
+        return False
+    return context.has_asset_key and context.asset_key in written
 
 
 def _run_scoped(context: OutputContext, metadata: Mapping[str, Any]) -> bool:

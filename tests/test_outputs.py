@@ -14,6 +14,7 @@ import pytest
 from dagster import (
     AssetIn,
     AssetKey,
+    BackfillPolicy,
     DailyPartitionsDefinition,
     DynamicOut,
     DynamicOutput,
@@ -558,3 +559,36 @@ def test_long_asset_names_are_shortened(postgres: PostgresResource, db: Database
     (table,) = [t for t in _tables(db) if t.startswith("public.customer_lifetime")]
     assert len(table.removeprefix("public.")) == 63
     assert _values(db, table, "v") == [1]
+
+
+def test_the_first_range_of_an_asset_that_reads_itself(
+    postgres: PostgresResource, db: Database
+) -> None:
+    seen: list[pd.DataFrame] = []
+
+    @asset(
+        partitions_def=DAYS,
+        backfill_policy=BackfillPolicy.single_run(),
+        metadata={"partition_expr": "day"},
+        ins={
+            "previous": AssetIn(
+                key=AssetKey("running"),
+                partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
+            )
+        },
+    )
+    def running(context, previous: pd.DataFrame) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+        seen.append(previous)
+        days = pd.date_range(*context.partition_time_window, freq="D", inclusive="left")
+        return pd.DataFrame({"day": days, "n": range(len(days))})
+
+    tags = {
+        "dagster/asset_partition_range_start": "2024-01-01",
+        "dagster/asset_partition_range_end": "2024-01-03",
+    }
+    assert run_assets([running], postgres, tags=tags).success
+    assert seen[-1].shape == (0, 0)
+    assert _values(db, "public.running", "n") == [0, 1, 2]
+    # Once the table exists, the range reads what is stored.
+    assert run_assets([running], postgres, tags=tags).success
+    assert len(seen[-1]) == 2
