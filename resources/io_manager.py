@@ -2,73 +2,35 @@
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import re
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 from dagster import (
     ConfigurableIOManager,
-    DagsterInvariantViolationError,
     InputContext,
-    MetadataValue,
-    MultiPartitionKey,
-    MultiPartitionsDefinition,
     OutputContext,
     TableColumn,
     TableSchema,
-    TimeWindowPartitionsDefinition,
 )
 from pydantic import Field
 
-from .core import (
-    KeySlice,
-    PartitionSlice,
-    TimeWindowSlice,
-    WritePlan,
-    copy_upsert,
-    read_table,
-)
-from .errors import (
-    CopyUpsertError,
-    FrameError,
-    TableMismatchError,
-    TableNotFoundError,
-    WritePlanError,
+from .core import WritePlan, copy_upsert, read_table
+from .errors import CopyUpsertError, FrameError, TableNotFoundError
+from .outputs import (
+    PLAN_KEYS,
+    RUN_ID_COLUMN,
+    SHARED_OWNER,
+    check_run,
+    no_partition,
+    output_label,
+    partition_slices,
+    plain,
+    reads_itself,
+    refuse_misspelled_keys,
+    run_scoped,
+    table_for,
 )
 from .resource import PostgresResource
-
-# Definition metadata keys that shape a write; see WritePlan.from_options.
-PLAN_KEYS = ("conflict_target", "write_mode", "on_conflict", "update_columns", "duplicates")
-# Every metadata key this IO manager reads. A key close to one of them is a typo: without
-# it a write may take another mode (no conflict_target: replace the whole table).
-KNOWN_KEYS = (
-    *PLAN_KEYS,
-    "schema_evolution",
-    "exact_row_count",
-    "schema",
-    "table",
-    "shared_table",
-    "partition_expr",
-    "columns",
-)
-# The owner recorded for tables that outputs share on purpose: any output that says
-# shared_table may write them, and no other.
-SHARED_OWNER = "outputs with shared_table: true"
-# Op outputs that are not assets carry the id of the run that wrote them, so that a step
-# never reads another run's rows (runs of one job at once share their op outputs' tables).
-RUN_ID_COLUMN = "dagster_run_id"
-# Metadata keys other tools use for what this IO manager calls conflict_target: without it
-# a write would replace the whole table.
-FOREIGN_KEYS = {
-    key: "conflict_target"
-    for key in ("primary_key", "unique_key", "upsert_key", "merge_key", "key_columns")
-}
-# PostgreSQL truncates identifiers at 63 bytes; a longer derived table name keeps its start
-# and a digest of the whole, so that two long names never meet in one table.
-MAX_TABLE_NAME_BYTES = 63
 
 
 class PostgresUpsertIOManager(ConfigurableIOManager):
@@ -151,17 +113,17 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                     f"returned {type(obj).__name__}, but this IO manager stores pandas "
                     "DataFrames: return a DataFrame, or give the output another IO manager"
                 )
-            metadata = _plain(context.definition_metadata)
-            _refuse_misspelled_keys(metadata)
+            metadata = plain(context.definition_metadata)
+            refuse_misspelled_keys(metadata)
             plan = WritePlan.from_options(
                 **{key: metadata.get(key) for key in PLAN_KEYS},
                 schema_evolution=metadata.get("schema_evolution", self.schema_evolution),
                 exact_row_count=metadata.get("exact_row_count", self.exact_row_count),
             )
-            schema, table = self.table_for(context, metadata)
-            partition = _partition_slices(context, metadata)
+            schema, table = table_for(context, metadata, self.schema_)
+            partition = partition_slices(context, metadata)
             owner = SHARED_OWNER if metadata.get("shared_table") else label
-            if _run_scoped(context, metadata) and len(obj.columns):
+            if run_scoped(context, metadata) and len(obj.columns):
                 # (A frame without columns is refused as it is, with nothing to tag.)
                 obj = obj.assign(**{RUN_ID_COLUMN: context.run_id})
             result = self.postgres.run(
@@ -214,202 +176,32 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         label = output_label(upstream) if upstream is not None else f"input {context.name!r}"
         unmapped = context.has_asset_partitions and not context.asset_partition_keys
         try:
-            upstream_metadata = _plain(upstream.definition_metadata) if upstream else {}
-            _refuse_misspelled_keys(upstream_metadata)
-            input_metadata = _plain(context.definition_metadata)
-            _refuse_misspelled_keys(input_metadata)
-            schema, table = self.table_for(upstream or context, upstream_metadata)
+            upstream_metadata = plain(upstream.definition_metadata) if upstream else {}
+            refuse_misspelled_keys(upstream_metadata)
+            input_metadata = plain(context.definition_metadata)
+            refuse_misspelled_keys(input_metadata)
+            schema, table = table_for(upstream or context, upstream_metadata, self.schema_)
             partition = (
-                _no_partition(upstream_metadata)
+                no_partition(upstream_metadata)
                 if unmapped
-                else _partition_slices(context, upstream_metadata)
+                else partition_slices(context, upstream_metadata)
             )
             columns = input_metadata.get("columns")
-            run_scoped = upstream is not None and _run_scoped(upstream, upstream_metadata)
-            if run_scoped and columns is not None:
+            tagged = upstream is not None and run_scoped(upstream, upstream_metadata)
+            if tagged and columns is not None:
                 columns = [*([columns] if isinstance(columns, str) else columns), RUN_ID_COLUMN]
             frame = self.postgres.run(
                 lambda conn: read_table(
                     conn, schema=schema, table=table, columns=columns, partition=partition
                 )
             )
-            if run_scoped and upstream is not None:
-                _check_run(frame, upstream.run_id, f"{schema}.{table}")
+            if tagged and upstream is not None:
+                check_run(frame, upstream.run_id, f"{schema}.{table}")
                 frame = frame.drop(columns=[RUN_ID_COLUMN])
             return frame
         except TableNotFoundError as exc:
-            if unmapped or _reads_itself(context):
+            if unmapped or reads_itself(context):
                 return pd.DataFrame()
             raise exc.for_output(label) from exc
         except CopyUpsertError as exc:
             raise exc.for_output(label) from exc
-
-    def table_for(
-        self, context: OutputContext | InputContext, metadata: Mapping[str, Any]
-    ) -> tuple[str, str]:
-        """The ``(schema, table)`` an output is stored in (the README's naming rule).
-
-        Raises:
-            WritePlanError: the asset key's prefix and this IO manager's ``schema`` disagree.
-        """
-        if context.has_asset_key:
-            path = context.asset_key.path
-            table, prefix = fitted_name(path[-1]), fitted_name("__".join(path[:-1]))
-        elif isinstance(context, OutputContext):
-            table, prefix = op_table_name(context), ""
-        else:
-            table, prefix = context.name, ""
-        if prefix and self.schema_ and prefix != self.schema_ and not metadata.get("schema"):
-            raise WritePlanError(
-                f"the asset key's prefix names schema {prefix!r} and the IO manager's "
-                f"'schema' is {self.schema_!r}: a schema is given one way, so that two assets "
-                "never share a table; drop the key prefix or the IO manager's 'schema', or "
-                "set the asset's 'schema' metadata"
-            )
-        schema = metadata.get("schema") or prefix or self.schema_ or "public"
-        return str(schema), str(metadata.get("table") or table)
-
-
-def _partition_slices(
-    context: OutputContext | InputContext, metadata: Mapping[str, Any]
-) -> Sequence[PartitionSlice]:
-    if not context.has_asset_partitions:
-        if isinstance(context, OutputContext) and metadata.get("partition_expr"):
-            raise WritePlanError(
-                "metadata 'partition_expr' is set but the asset has no partitions_def, so the "
-                "write would take the whole table: partition the asset, or drop the key"
-            )
-        return ()
-    expr = metadata.get("partition_expr")
-    partitions_def = context.asset_partitions_def
-    if isinstance(partitions_def, MultiPartitionsDefinition):
-        if not isinstance(expr, Mapping):
-            raise WritePlanError(
-                "a multi-partitioned asset needs metadata 'partition_expr' mapping each "
-                f"dimension {partitions_def.partition_dimension_names} to a column"
-            )
-        keys = [k for k in context.asset_partition_keys if isinstance(k, MultiPartitionKey)]
-        slices: list[PartitionSlice] = []
-        for dimension in partitions_def.partitions_defs:
-            column = expr.get(dimension.name)
-            if not isinstance(column, str):
-                raise WritePlanError(
-                    f"partition_expr has no column for partition dimension {dimension.name!r}"
-                )
-            values = sorted({k.keys_by_dimension[dimension.name] for k in keys})
-            sub = dimension.partitions_def
-            if isinstance(sub, TimeWindowPartitionsDefinition):
-                windows = [sub.time_window_for_partition_key(v) for v in values]
-                slices.append(
-                    TimeWindowSlice(
-                        column, min(w.start for w in windows), max(w.end for w in windows)
-                    )
-                )
-            else:
-                slices.append(KeySlice(column, tuple(values)))
-        return slices
-    if not isinstance(expr, str):
-        raise WritePlanError(
-            "a partitioned asset needs metadata 'partition_expr' naming the column that holds "
-            f"the partition (got {expr!r})"
-        )
-    if isinstance(partitions_def, TimeWindowPartitionsDefinition):
-        window = context.asset_partitions_time_window
-        return (TimeWindowSlice(expr, window.start, window.end),)
-    return (KeySlice(expr, tuple(context.asset_partition_keys)),)
-
-
-def _no_partition(metadata: Mapping[str, Any]) -> Sequence[PartitionSlice]:
-    """A slice that selects no row: an input mapped to no upstream partition."""
-    expr = metadata.get("partition_expr")
-    column = next(iter(expr.values())) if isinstance(expr, Mapping) else expr
-    if not isinstance(column, str):
-        raise WritePlanError(
-            "a partitioned asset needs metadata 'partition_expr' naming the column that holds "
-            f"the partition (got {expr!r})"
-        )
-    return (KeySlice(column, ()),)
-
-
-def op_table_name(context: OutputContext) -> str:
-    """The table of an op output that is not an asset: its job's name, its step key (graph
-    and op names, and the mapping key of a mapped step), its output's name and the output's
-    own mapping key, joined by ``__``, as in ``nightly__my_graph__clean__result``."""
-    parts = [context.job_name.strip("_")]
-    parts += [p for p in re.split(r"[.\[\]]", context.step_key) if p]
-    parts.append(context.name)
-    if context.mapping_key:
-        parts.append(context.mapping_key)
-    return fitted_name("__".join(parts))
-
-
-def fitted_name(name: str) -> str:
-    """A derived name as it is, or, beyond PostgreSQL's 63 bytes, its first 50 bytes and a
-    digest of the whole, so that two long names never meet in one table."""
-    if len(name.encode()) <= MAX_TABLE_NAME_BYTES:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    return f"{name.encode()[: MAX_TABLE_NAME_BYTES - 13].decode(errors='ignore')}_{digest}"
-
-
-def output_label(context: OutputContext) -> str:
-    """How messages and table ownership name an output: ``asset shop/orders``, or ``op
-    'my_graph.clean' output 'result' of job 'nightly'`` (with its mapping key)."""
-    if context.has_asset_key:
-        return f"asset {context.asset_key.to_user_string()}"
-    label = f"op {context.step_key!r} output {context.name!r}"
-    if context.mapping_key:
-        label += f" [{context.mapping_key}]"
-    return f"{label} of job {context.job_name!r}"
-
-
-def _reads_itself(context: InputContext) -> bool:
-    """Whether the input is an asset its own step writes (an asset that reads its earlier
-    partitions): before its first write there is nothing to read, and that is no error."""
-    try:
-        written = context.step_context.get_output_asset_keys()
-    except DagsterInvariantViolationError:  # a context built outside a run
-        return False
-    return context.has_asset_key and context.asset_key in written
-
-
-def _run_scoped(context: OutputContext, metadata: Mapping[str, Any]) -> bool:
-    """Whether the output's rows carry their run's id: an op output in a table the naming
-    rule chose (a table named in metadata is the user's, and holds their columns only)."""
-    return not context.has_asset_key and not metadata.get("table")
-
-
-def _check_run(frame: pd.DataFrame, run_id: str, table: str) -> None:
-    """Refuse rows that another run wrote over the upstream's (two runs of one job at once)."""
-    others = frame[RUN_ID_COLUMN][frame[RUN_ID_COLUMN] != run_id]
-    if len(others):
-        raise TableMismatchError(
-            f"table {table} holds rows of run {others.iloc[0]} instead of run {run_id}, "
-            "which wrote this input: another run of the job replaced them. Runs of one job "
-            "at the same time share its op outputs' tables: run them one after another "
-            "(a concurrency limit on the job), or name a table per run with the output's "
-            "'table' metadata"
-        )
-
-
-def _refuse_misspelled_keys(metadata: Mapping[str, Any]) -> None:
-    """Other metadata is the user's own; a key a letter or two away from one of ours, or
-    another tool's name for the key, is not."""
-    for key in metadata:
-        if key in KNOWN_KEYS:
-            continue
-        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.8)
-        close = [FOREIGN_KEYS[key]] if key in FOREIGN_KEYS else close
-        if close:
-            raise WritePlanError(
-                f"unknown metadata key {key!r}: did you mean {close[0]!r}? (nothing was "
-                "written; metadata keys this IO manager reads: " + ", ".join(KNOWN_KEYS) + ")"
-            )
-
-
-def _plain(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Definition metadata with MetadataValue wrappers removed."""
-    return {
-        key: value.value if isinstance(value, MetadataValue) else value
-        for key, value in (metadata or {}).items()
-    }
