@@ -27,8 +27,8 @@ from . import sql
 from .catalog import Column, read_catalog, restore_settings
 from .errors import TableMismatchError, TableNotFoundError
 from .options import PartitionSlice
-from .sql import partition_filter, qualified, read_select
-from .types import read_type
+from .sql import partition_filter, qualified, quote_ident
+from .types import PgType, read_type
 
 __all__ = ["TextDecoder", "read_frame"]
 
@@ -102,6 +102,19 @@ def read_query(
     if where:
         query += f" WHERE {where}"
     return query, params
+
+
+def read_select(columns: Sequence[tuple[str, PgType]]) -> str:
+    """The select list of a read: each column as ``types.read_type`` says it travels in
+    ``COPY (SELECT ...) TO STDOUT``, named as the column."""
+    parts = []
+    for name, pg_type in columns:
+        col = f"t.{quote_ident(name)}"
+        select = read_type(pg_type).select
+        parts.append(
+            col if select == "{}" else f"{select.replace('{}', col)} AS {quote_ident(name)}"
+        )
+    return ", ".join(parts)
 
 
 # ---- decoding -----------------------------------------------------------------------------------

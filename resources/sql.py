@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import TableMismatchError, WritePlanError
 from .options import PartitionSlice, TimeWindowSlice
-from .types import PgType, read_type, time_window_type
+from .types import PgType, time_window_type
 
 # NAMEDATALEN - 1: PostgreSQL silently truncates longer identifiers, which would make two
 # long column names collide or point a write at the wrong table.
@@ -395,19 +395,6 @@ def partition_filter(
             clauses.append(f"{col} = ANY(CAST(${first}::text[] AS {pg_type.unmodified}[]))")
             params.append(list(part.keys))
     return (" AND ".join(f"({c})" for c in clauses) or None), params
-
-
-def read_select(columns: Sequence[tuple[str, PgType]]) -> str:
-    """The select list of a read: each column as ``types.read_type`` says it travels in
-    ``COPY (SELECT ...) TO STDOUT``, named as the column."""
-    parts = []
-    for name, pg_type in columns:
-        col = f"t.{quote_ident(name)}"
-        select = read_type(pg_type).select
-        parts.append(
-            col if select == "{}" else f"{select.replace('{}', col)} AS {quote_ident(name)}"
-        )
-    return ", ".join(parts)
 
 
 def is_empty(target: str) -> str:
