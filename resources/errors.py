@@ -14,15 +14,19 @@ Exception tree::
     │   └── TableNotFoundError (LookupError)   a read's table does not exist
     └── DatabaseError                      the database refused or lost the work
         ├── DatabaseTimeoutError (TimeoutError)     a timeout ran out (client or server side)
-        └── ConnectionLostError (ConnectionError)   the connection broke mid-way
+        ├── ConnectionLostError (ConnectionError)   the connection broke mid-way
+        └── DatabaseConnectionError (ConnectionError)   no connection could be opened
 
 :func:`translate` maps a driver error to one of these, by the table :data:`TRANSLATIONS`;
-when several entries match, the most specific class wins. The caller raises the result
-``from`` the driver's error, which so stays the ``__cause__``.
+:func:`translate_connect` maps a failure to connect, by :data:`CONNECT_CAUSES`. When several
+entries match, the most specific class wins. The caller raises the result ``from`` the
+driver's error, which so stays the ``__cause__``.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -77,6 +81,11 @@ class DatabaseTimeoutError(DatabaseError, TimeoutError):
 
 class ConnectionLostError(DatabaseError, ConnectionError):
     """The connection to PostgreSQL broke (server restart, terminated backend, network)."""
+
+
+class DatabaseConnectionError(DatabaseError, ConnectionError):
+    """No connection to PostgreSQL could be opened: the message names the host, port,
+    database and user (never the password), the cause and what to check."""
 
 
 @dataclass(frozen=True)
@@ -237,3 +246,101 @@ def translate(exc: BaseException, operation: Operation) -> BaseException:
         return exc
     _, how = min(matches, key=lambda match: mro.index(match[0]))
     return how(exc, operation) or exc
+
+
+# Failure to connect, by the driver's error class → (the cause, what to check). The most
+# specific matching class wins, as in TRANSLATIONS.
+CONNECT_CAUSES: Sequence[tuple[type[BaseException], str, str]] = (
+    (OSError, "network error", "check the host, the port and the network between"),
+    (
+        socket.gaierror,
+        "unknown host",
+        "the host name does not resolve: check its spelling and DNS",
+    ),
+    (
+        ConnectionRefusedError,
+        "connection refused",
+        "nothing listens there: check the host and port, and that the server runs and "
+        "listens on that address (listen_addresses, port)",
+    ),
+    (
+        FileNotFoundError,
+        "no server socket",
+        "no server listens on that unix socket: check the socket directory and port, and "
+        "that the server runs",
+    ),
+    (
+        TimeoutError,
+        "timed out",
+        "the server did not answer in time: check that the host and port are a PostgreSQL "
+        "server, firewalls between, the server's load; or raise connect_timeout",
+    ),
+    (
+        ConnectionError,
+        "the server closed the connection",
+        "check the server's log, and that the port is a PostgreSQL server's",
+    ),
+    (
+        ssl.SSLError,
+        "TLS failed",
+        "check sslmode and sslrootcert (the CA that signed the server's certificate), and "
+        "the host name the certificate names",
+    ),
+    (
+        asyncpg.InvalidAuthorizationSpecificationError,
+        "authentication refused",
+        "check the user name, and that pg_hba.conf admits it from this host",
+    ),
+    (
+        asyncpg.InvalidPasswordError,
+        "authentication failed",
+        "check the user and password (in the URL, PGPASSWORD or .pgpass)",
+    ),
+    (
+        asyncpg.InvalidCatalogNameError,
+        "database does not exist",
+        "check the database name, or create the database",
+    ),
+    (
+        asyncpg.TooManyConnectionsError,
+        "too many connections",
+        "lower pool_size and max_overflow, or raise the server's max_connections",
+    ),
+    (
+        asyncpg.CannotConnectNowError,
+        "the server is starting or stopping",
+        "wait for it, then run again",
+    ),
+    (
+        asyncpg.TargetServerAttributeNotMatched,
+        "no host fits target_session_attrs",
+        "check target_session_attrs and which host is the primary",
+    ),
+    (asyncpg.InterfaceError, "the driver failed", "check the URL's parameters"),
+    (asyncpg.PostgresError, "the server refused the connection", "check the server's log"),
+)
+
+
+def translate_connect(exc: BaseException, target: object, timeout: float | None) -> BaseException:
+    """The error to raise when opening a connection to ``target`` (its ``str`` names hosts,
+    database and user) failed with ``exc``: a :class:`DatabaseConnectionError` saying the
+    cause and what to check; a ``ClientConfigurationError`` (a TLS file asyncpg cannot use)
+    becomes a :class:`ConfigurationError`; anything else stays as it is."""
+    if isinstance(exc, CopyUpsertError):
+        return exc
+    if isinstance(exc, asyncpg.ClientConfigurationError):
+        return ConfigurationError(f"cannot connect to PostgreSQL at {target}: {exc}")
+    mro = type(exc).__mro__
+    matches = [entry for entry in CONNECT_CAUSES if entry[0] in mro]
+    if not matches:
+        return exc
+    _, cause, check = min(matches, key=lambda entry: mro.index(entry[0]))
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        detail = f"no answer within {timeout:g} s" if timeout else "no answer"
+    elif isinstance(exc, ConnectionError) and "SSL" in detail:
+        cause = "TLS refused"
+        check = "the server does not offer TLS: enable ssl on it, or lower sslmode"
+    return DatabaseConnectionError(
+        f"cannot connect to PostgreSQL at {target}: {cause} ({detail}); {check}"
+    )

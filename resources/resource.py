@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import asyncpg
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from .connection import ConnectionSettings, masked_url, parse_url
 from .embedded import DEFAULT_DATA_DIR, embedded_database_url
-from .errors import ConfigurationError
+from .errors import translate_connect
 
 T = TypeVar("T")
-
-_POSTGRES_DRIVERS = {"postgres", "postgresql", "postgresql+asyncpg"}
 
 # How long run(), when its caller is interrupted, and dispose() wait for the work they cancel
 # to roll back and close its connection (asyncpg gives a graceful close 2 s, then aborts it).
@@ -66,9 +65,12 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
     url: str | None = Field(
         default=None,
         description=(
-            "PostgreSQL URL: postgresql://user:password@host:port/db, also "
-            "postgresql+asyncpg://..., or a unix socket with ?host=/socket/dir. Pass secrets with "
-            "EnvVar('DATABASE_URL'). Unset: the DATABASE_URL environment variable, else the "
+            "libpq URL: postgresql://user:password@host:port/db (also postgres:// and "
+            "postgresql+asyncpg://), several hosts host1:5432,host2:5433, a unix socket with "
+            "?host=/socket/dir, and libpq's parameters (sslmode, connect_timeout, options, "
+            "target_session_attrs, ...; see the README). Its parameters win over this "
+            "resource's fields. Pass it with EnvVar('DATABASE_URL'): a literal URL shows its "
+            "password in the UI. Unset: the DATABASE_URL environment variable, else the "
             "embedded server."
         ),
     )
@@ -77,12 +79,20 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         default=5, description="Connections opened beyond pool_size when all are in use."
     )
     connect_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds to wait for a new connection before failing."
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds to wait for a new connection (over all the URL's hosts) before failing; "
+            "the URL's connect_timeout wins."
+        ),
     )
     statement_timeout: float | None = Field(
         default=None,
         ge=0.001,
-        description="Seconds any one statement (COPY and merge included) may run; unset: no limit.",
+        description=(
+            "Seconds any one statement (COPY and merge included) may run; unset: no limit. "
+            "The URL's options=-c statement_timeout=... wins (as for every server setting here)."
+        ),
     )
     lock_timeout: float | None = Field(
         default=None,
@@ -118,7 +128,10 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
     )
     application_name: str = Field(
         default="dagster-copy-upsert",
-        description="Shown in pg_stat_activity, to tell this package's sessions apart.",
+        description=(
+            "Shown in pg_stat_activity, to tell this package's sessions apart; the URL's "
+            "application_name wins."
+        ),
     )
     embedded_data_dir: str = Field(
         default=DEFAULT_DATA_DIR,
@@ -129,27 +142,34 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
     _async_engine: AsyncEngine | None = PrivateAttr(default=None)
     _sync_loop: asyncio.AbstractEventLoop | None = PrivateAttr(default=None)
     _sync_thread: threading.Thread | None = PrivateAttr(default=None)
-    _resolved_url: URL | None = PrivateAttr(default=None)
+    _settings: ConnectionSettings | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __repr_args__(self) -> Any:
         # pydantic's repr would print the URL, password included.
         for name, value in super().__repr_args__():
             if name == "url" and value is not None:
-                value = _masked(value)
+                value = masked_url(value)
             yield name, value
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        url = self.database_url()
-        get_dagster_logger().info(f"PostgresResource connects to {_masked(url)}")
+        settings = self.connection_settings()
+        get_dagster_logger().info(
+            f"PostgresResource connects to {settings.target} ({settings.masked})"
+        )
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self.dispose()
 
-    def database_url(self) -> URL:
-        """The URL this resource connects with (asyncpg driver). It holds the password:
-        never print it as it is."""
-        if self._resolved_url is None:
+    def connection_settings(self) -> ConnectionSettings:
+        """The configured URL (``url``, else ``DATABASE_URL``, else the embedded server's),
+        checked and split for asyncpg; parsed once.
+
+        Raises:
+            ConfigurationError: the URL is not PostgreSQL's, or a parameter is unknown or
+                malformed (the message names it, the URL masked).
+        """
+        if self._settings is None:
             raw = self.url or os.environ.get("DATABASE_URL")
             if not raw:
                 raw = embedded_database_url(self.embedded_data_dir)
@@ -157,8 +177,25 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
                     "No database URL configured (url / DATABASE_URL): using the embedded "
                     f"PostgreSQL with its data in {self.embedded_data_dir}"
                 )
-            self._resolved_url = _asyncpg_url(raw)
-        return self._resolved_url
+            self._settings = parse_url(raw)
+        return self._settings
+
+    def database_url(self) -> URL:
+        """A SQLAlchemy URL (asyncpg driver) of the database, for its first host: for tools
+        that want one. Connections are made from the full URL. It holds the password: never
+        print it as it is."""
+        settings = self.connection_settings()
+        host = settings.target.hosts[0]
+        name, _, port = host.rpartition(" port ") if host.startswith("/") else host.rpartition(":")
+        return URL.create(
+            "postgresql+asyncpg",
+            username=settings.user,
+            password=settings.password,
+            host=None if name.startswith("/") or name.startswith("default") else name,
+            port=int(port) if port.isdigit() else None,
+            database=settings.target.database,
+            query={"host": name} if name.startswith("/") else {},
+        )
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -266,17 +303,29 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             server_settings["statement_timeout"] = str(int(self.statement_timeout * 1000))
         if self.lock_timeout is not None:
             server_settings["lock_timeout"] = str(int(self.lock_timeout * 1000))
-        url, tls = _tls_options(self.database_url())
-        engine = create_async_engine(
-            url,
-            connect_args={
-                "timeout": self.connect_timeout,
-                "command_timeout": self.command_timeout,
-                "server_settings": server_settings,
-                **tls,
-            },
-            **pool,
-        )
+        settings = self.connection_settings()
+        # The URL's own settings win over the fields (a URL is the more specific place).
+        server_settings.update(settings.server_settings)
+        timeout: float | None = self.connect_timeout
+        if settings.connect_timeout is not None:
+            timeout = settings.connect_timeout or None  # libpq: 0 waits forever
+
+        async def connect() -> asyncpg.Connection:
+            # The one place a failure to connect is translated: asyncpg reads the DSN itself.
+            try:
+                return await asyncpg.connect(
+                    settings.dsn,
+                    timeout=timeout,
+                    command_timeout=self.command_timeout,
+                    server_settings=server_settings,
+                )
+            except Exception as exc:
+                translated = translate_connect(exc, settings.target, timeout)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+        engine = create_async_engine("postgresql+asyncpg://", async_creator=connect, **pool)
         event.listen(engine.sync_engine, "checkout", _replace_closed_connection)
         return engine
 
@@ -308,66 +357,3 @@ def _replace_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -
     Cheaper than ``pool_pre_ping``, which costs three round trips per checkout."""
     if dbapi_connection.driver_connection.is_closed():
         raise DisconnectionError("the pooled connection was closed by the server")
-
-
-def _asyncpg_url(raw: str) -> URL:
-    try:
-        url = make_url(raw)
-    except ArgumentError as exc:
-        raise ConfigurationError(
-            f"cannot parse the database URL {_masked(raw)!r}: use postgresql://user:password@host/db"
-        ) from exc
-    if url.drivername not in _POSTGRES_DRIVERS:
-        raise ConfigurationError(
-            f"database URL scheme {url.drivername!r} is not PostgreSQL: use postgresql:// or "
-            "postgresql+asyncpg://"
-        )
-    return url.set(drivername="postgresql+asyncpg")
-
-
-_TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
-
-
-def _tls_options(url: URL) -> tuple[URL, dict[str, Any]]:
-    """Turn libpq's TLS parameters in the URL (``sslmode``, ``sslrootcert``, ``sslcert``,
-    ``sslkey``) into asyncpg's ``ssl`` argument, with libpq's meaning for each mode."""
-    options = {key: str(url.query[key]) for key in _TLS_PARAMETERS if key in url.query}
-    if not options:
-        return url, {}
-    url = url.difference_update_query(_TLS_PARAMETERS)
-    mode = options.get("sslmode", "prefer")
-    if mode == "require" and "sslrootcert" in options:
-        # libpq: require with a root certificate verifies the server's chain, as verify-ca.
-        mode = "verify-ca"
-    if mode == "disable":
-        return url, {"ssl": False}
-    if mode in ("allow", "prefer", "require") and "sslcert" not in options:
-        # asyncpg implements these modes as libpq does (no certificate check).
-        return url, {"ssl": mode}
-    if mode in ("allow", "prefer", "require"):
-        # A client certificate makes asyncpg insist on TLS: allow and prefer act as require.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif mode in ("verify-ca", "verify-full"):
-        context = ssl.create_default_context(cafile=options.get("sslrootcert"))
-        context.check_hostname = mode == "verify-full"
-    else:
-        raise ConfigurationError(
-            f"unknown sslmode {mode!r} in the database URL: use disable, allow, prefer, "
-            "require, verify-ca or verify-full"
-        )
-    if "sslcert" in options:
-        context.load_cert_chain(options["sslcert"], options.get("sslkey"))
-    return url, {"ssl": context}
-
-
-def _masked(raw: str | URL) -> str:
-    """The URL with its password hidden, wherever it was given."""
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        return "<unparseable URL>"
-    if "password" in url.query:
-        url = url.update_query_dict({"password": "***"})
-    return url.render_as_string(hide_password=True)

@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from resources import PostgresResource
 
@@ -150,13 +148,24 @@ def test_verify_full_accepts_the_right_ca_and_host_only(tls_server: tuple[int, P
         connect("localhost", "other-ca.pem")
 
 
-def test_sslmode_require_with_a_root_certificate_verifies_the_chain(tmp_path: Path) -> None:
-    """As libpq does: require plus sslrootcert checks the server's chain (verify-ca)."""
-    from resources.resource import _tls_options
+def test_sslmode_require_with_a_root_certificate_verifies_the_chain(
+    tls_server: tuple[int, Path],
+) -> None:
+    """As libpq does (asyncpg reads the URL's TLS parameters itself): require plus
+    sslrootcert checks the server's chain (verify-ca), not its host name."""
+    port, certs = tls_server
 
-    _certificates(tmp_path)
-    url = make_url(f"postgresql+asyncpg://u@h/db?sslmode=require&sslrootcert={tmp_path / 'ca.pem'}")
-    _, options = _tls_options(url)
-    context = options["ssl"]
-    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
-    assert context.check_hostname is False
+    def connect(ca: str) -> bool:
+        url = (
+            f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            f"?sslmode=require&sslrootcert={certs / ca}"
+        )
+        resource = PostgresResource(url=url, connect_timeout=5)
+        try:
+            return resource.run(_ssl_in_use)
+        finally:
+            resource.dispose()
+
+    assert connect("ca.pem") is True  # the certificate names localhost: no host name check
+    with pytest.raises(Exception, match="certificate verify failed"):
+        connect("other-ca.pem")
