@@ -139,6 +139,9 @@ def masked_url(raw: object) -> str:
     """The URL with its password hidden, wherever it was given (user info or query). Never
     raises: what cannot be parsed is hidden whole, past its scheme."""
     try:
+        env_name = getattr(raw, "env_var_name", None)
+        if env_name:  # an EnvVar refuses str(): show its name, as Dagster does
+            return f"EnvVar({env_name!r})"
         text = str(raw)
         parts = _split(text)
         if parts is None:

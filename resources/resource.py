@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
-from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
+from dagster import ConfigurableResource, EnvVar, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 from sqlalchemy import event
 from sqlalchemy.engine import URL
@@ -171,6 +171,8 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         """
         if self._settings is None:
             raw = self.url or os.environ.get("DATABASE_URL")
+            if isinstance(raw, EnvVar):  # the resource used outside a Dagster run
+                raw = raw.get_value()
             if not raw:
                 raw = embedded_database_url(self.embedded_data_dir)
                 get_dagster_logger().info(
