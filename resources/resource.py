@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -29,6 +31,24 @@ T = TypeVar("T")
 CANCEL_WAIT_SECONDS = 5.0
 # The name of the tasks that run() starts, so that dispose() finds the ones still running.
 _RUN_TASK = "postgres-resource-run"
+_USERS = itertools.count()
+
+
+@dataclass
+class _Runtime:
+    """A private event loop in a thread of its own and the pooled engine on it. Dagster
+    copies a resource that is nested in another (the IO manager's ``postgres``) and gives
+    each copy its own setup and teardown: copies with one configuration share one runtime, so
+    a run holds one loop and one pool whatever the wiring; the last to leave stops it."""
+
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    engine: AsyncEngine
+    users: set[int]
+
+
+_RUNTIMES: dict[tuple[Any, ...], _Runtime] = {}
+_RUNTIMES_LOCK = threading.Lock()
 
 
 class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -138,10 +158,10 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         description="Data directory of the embedded PostgreSQL, used when no URL is configured.",
     )
 
-    _sync_engine: AsyncEngine | None = PrivateAttr(default=None)
     _async_engine: AsyncEngine | None = PrivateAttr(default=None)
-    _sync_loop: asyncio.AbstractEventLoop | None = PrivateAttr(default=None)
-    _sync_thread: threading.Thread | None = PrivateAttr(default=None)
+    # The shared runtime this resource uses, once run() has been called (see _Runtime).
+    _runtime_key: tuple[Any, ...] | None = PrivateAttr(default=None)
+    _user: int = PrivateAttr(default_factory=lambda: next(_USERS))
     _settings: ConnectionSettings | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -231,24 +251,13 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
 
                 result = postgres.run(lambda conn: copy_upsert(conn, frame, ...))
         """
-        with self._lock:
-            if self._sync_engine is None:
-                self._sync_engine = self._create_engine(
-                    pool_size=self.pool_size, max_overflow=self.max_overflow
-                )
-                self._sync_loop = asyncio.new_event_loop()
-                self._sync_thread = threading.Thread(
-                    target=self._sync_loop.run_forever, name="postgres-resource-loop", daemon=True
-                )
-                self._sync_thread.start()
-            engine, loop = self._sync_engine, self._sync_loop
-        if loop is None:
-            raise RuntimeError("PostgresResource.run() raced with dispose()")
+        runtime = self._runtime()
+        engine, loop, name = runtime.engine, runtime.loop, self._task_name()
 
         async def with_connection() -> T:
             task = asyncio.current_task()
             assert task is not None
-            task.set_name(_RUN_TASK)
+            task.set_name(name)
             async with engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 try:
@@ -272,25 +281,57 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             raise
 
     def dispose(self) -> None:
-        """Close the pooled connections and stop the private event loop. Safe to call twice."""
-        with self._lock:
-            loop, thread, engine = self._sync_loop, self._sync_thread, self._sync_engine
-            self._sync_loop = self._sync_thread = self._sync_engine = None
-        if loop is None or thread is None or engine is None:
-            return
+        """Cancel this resource's work still running, and, if no other copy of it uses the
+        shared loop and pool, close the pooled connections and stop the loop. Safe to call
+        twice."""
+        with _RUNTIMES_LOCK:
+            key, self._runtime_key = self._runtime_key, None
+            runtime = _RUNTIMES.get(key) if key is not None else None
+            if key is None or runtime is None or self._user not in runtime.users:
+                return
+            runtime.users.discard(self._user)
+            last = not runtime.users
+            if last:
+                del _RUNTIMES[key]
+        name, loop, engine = self._task_name(), runtime.loop, runtime.engine
 
         async def shutdown() -> None:
             # Work still running (another thread's run(), or one whose caller stopped
             # waiting) would hold its transaction open past the end of the process's loop.
-            await _cancel(lambda task: task.get_name() == _RUN_TASK)
-            await engine.dispose()
+            await _cancel(lambda task: task.get_name() == name)
+            if last:
+                await engine.dispose()
 
         try:
             _wait_on(loop, shutdown(), "the resource's teardown")
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
+            if last:
+                loop.call_soon_threadsafe(loop.stop)
+                runtime.thread.join()
+                loop.close()
+
+    def _runtime(self) -> _Runtime:
+        """The loop, thread and pool shared by every copy of this resource with the same
+        configuration in this process, started on first use."""
+        key = tuple((field, getattr(self, field)) for field in type(self).model_fields)
+        with _RUNTIMES_LOCK:
+            runtime = _RUNTIMES.get(key)
+            if runtime is None:
+                engine = self._create_engine(
+                    pool_size=self.pool_size, max_overflow=self.max_overflow
+                )
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="postgres-resource-loop", daemon=True
+                )
+                thread.start()
+                runtime = _RUNTIMES[key] = _Runtime(loop, thread, engine, set())
+            runtime.users.add(self._user)
+            self._runtime_key = key
+            return runtime
+
+    def _task_name(self) -> str:
+        return f"{_RUN_TASK}-{self._user}"
 
     def _create_engine(self, **pool: Any) -> AsyncEngine:
         server_settings = {

@@ -159,3 +159,31 @@ def test_direct_invocation_of_an_async_asset_on_its_own_loops(database_url: str)
         assert resource.run(lambda conn: _scalar(conn, "SELECT 1")) == 1
     finally:
         resource.dispose()
+
+
+def test_a_run_holds_one_pool_whatever_the_wiring(database_url: str) -> None:
+    """The README's wiring: the IO manager's nested resource and the top-level one are two
+    copies in Dagster; a downstream asset's own query finds the IO manager's pooled
+    connection, not a second pool's."""
+    from dagster import asset, materialize
+
+    from resources import PostgresUpsertIOManager
+
+    postgres = PostgresResource(url=database_url, application_name="one-pool-test")
+    seen: list[int] = []
+
+    @asset
+    def upstream() -> pd.DataFrame:
+        return pd.DataFrame({"v": [1, 2]})
+
+    @asset
+    def downstream(upstream: pd.DataFrame, postgres: PostgresResource) -> pd.DataFrame:
+        count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'one-pool-test'"
+        seen.append(postgres.run(lambda conn: _scalar(conn, count)))
+        return upstream
+
+    resources = {"postgres": postgres, "io_manager": PostgresUpsertIOManager(postgres=postgres)}
+    assert materialize([upstream, downstream], resources=resources).success
+    # The IO manager read `upstream` and returned its connection to the pool; the asset's
+    # query then ran on that same connection.
+    assert seen == [1]
