@@ -165,6 +165,7 @@ def test_daemon_fires_the_schedule_on_its_own(dagster_dev: DagsterDev) -> None:
 
 
 def test_ui_materialize_all_in_headless_chromium(dagster_dev: DagsterDev) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -188,20 +189,24 @@ def test_ui_materialize_all_in_headless_chromium(dagster_dev: DagsterDev) -> Non
             page.goto(f"{dagster_dev.url}/locations/{LOCATION}/asset-groups/dimensions")
             materialize_all = page.get_by_role("button", name="Materialize all")
             materialize_all.wait_for()
-            # The UI may open a dialog over the page on a first visit (an announcement):
-            # close whatever overlay is open, as a person would, before clicking.
+            # The UI may open a dialog over the page on a first visit (an announcement), also
+            # while the click is on its way: close whatever overlay is open, as a person
+            # would, and click again.
             backdrop = page.locator(".bp5-overlay-backdrop")
-            for _ in range(5):
-                if backdrop.count() == 0:
+            for _ in range(10):
+                if backdrop.count():
+                    page.screenshot(path=str(ARTIFACTS / "ui-dialog-closed.png"))
+                    page.keyboard.press("Escape")
+                    page.wait_for_timeout(500)
+                    continue
+                try:
+                    materialize_all.click(timeout=5_000)
                     break
-                page.screenshot(path=str(ARTIFACTS / "ui-dialog-closed.png"))
-                page.keyboard.press("Escape")
-                page.wait_for_timeout(500)
-            if backdrop.count():
+                except PlaywrightTimeoutError:
+                    continue
+            else:
                 # A dialog that Escape does not close: press the button itself.
                 materialize_all.dispatch_event("click")
-            else:
-                materialize_all.click()
 
             with dagster_dev.instance() as instance:
 
