@@ -6,7 +6,7 @@ domains), its type modifier, and whether the column is an array of it. Nothing h
 
 - :data:`LOSSLESS_CASTS` and :func:`fit`: which frame types a table column takes unchanged.
 - :data:`READ_TYPES` and :func:`read_type`: how a column travels in ``COPY ... TO STDOUT``
-  (text format) and what a read returns.
+  (binary format) and what a read returns.
 """
 
 from __future__ import annotations
@@ -198,72 +198,68 @@ def time_window_type(table: PgType) -> bool:
 Decode = Literal[
     "plain",  # Arrow's own conversion to pandas
     "nullable",  # pandas' nullable dtype (Int16.., boolean) unless the column is NOT NULL
-    "micros_interval",  # bigint microseconds -> timedelta64[us]
-    "micros_time",  # bigint microseconds since midnight -> datetime.time
+    "time",  # time64 -> datetime.time
     "decimal",
     "uuid",
     "json",
     "json_decimal",  # JSON whose numbers are numerics -> Decimals
-    "hex",  # bytea sent as hex -> bytes
 ]
 
 
 @dataclass(frozen=True)
 class ReadType:
     """How one column is read: ``select`` is the SQL expression (``{}`` stands for the
-    column) whose text COPY sends, ``arrow`` the Arrow type that parses it, ``decode`` what
-    turns the parsed column into the pandas column a read returns."""
+    column) that ``COPY ... (FORMAT binary)`` sends, ``wire`` the numpy dtype of its binary
+    form when that has a fixed width (None: bytes of any length), ``arrow`` the Arrow type
+    the decoder makes of it, ``decode`` what turns that into the pandas column a read
+    returns."""
 
     arrow: pa.DataType
+    wire: str | None = None
     decode: Decode = "plain"
     select: str = "{}"
 
 
-# ±infinity have no value in Arrow or pandas: they read as the largest and smallest values
-# Python's datetime and date hold (datetime.max / datetime.min, date.max / date.min).
-_FINITE_DATE = (
-    "CASE {} WHEN 'infinity' THEN DATE '9999-12-31' WHEN '-infinity' THEN DATE '0001-01-01' "
-    "ELSE {} END"
-)
-_FINITE_TIMESTAMP = (
-    "CASE {{}} WHEN 'infinity' THEN {type} '9999-12-31 23:59:59.999999' "
-    "WHEN '-infinity' THEN {type} '0001-01-01 00:00:00' ELSE {{}} END"
-)
-# Microseconds; an interval's month counts 30 days, as PostgreSQL's own epoch does.
-_EPOCH_MICROSECONDS = "(extract(epoch FROM {}) * 1000000)::bigint"
-# An infinite interval (PostgreSQL 17+) has no bigint: it reads as the largest or smallest
+# Microseconds; an interval's month counts 30 days, as PostgreSQL's own epoch does. An
+# infinite interval (PostgreSQL 17+) has no bigint: it reads as the largest or smallest
 # timedelta64[us] (NaT is the smallest int64).
 _INTERVAL_MICROSECONDS = (
     "CASE WHEN isfinite({}) IS NOT FALSE THEN (extract(epoch FROM {}) * 1000000)::bigint "
     "WHEN {} > INTERVAL '0' THEN 9223372036854775807 ELSE -9223372036854775807 END"
 )
 
-_TEXT = ReadType(pa.large_string())
+# Types whose binary form is their text (or raw bytes) travel as they are; every other one
+# is sent as its text, which PostgreSQL formats.
+_AS_TEXT = ReadType(pa.large_string(), select="{}::text")
+_RAW_TEXT = ReadType(pa.large_string())
 
 READ_TYPES: Mapping[str, ReadType] = {
-    "int2": ReadType(pa.int16(), "nullable"),
-    "int4": ReadType(pa.int32(), "nullable"),
-    "int8": ReadType(pa.int64(), "nullable"),
-    "float4": ReadType(pa.float32()),
-    "float8": ReadType(pa.float64()),
-    "bool": ReadType(pa.bool_(), "nullable"),
-    "date": ReadType(pa.date32(), select=_FINITE_DATE),
-    "timestamp": ReadType(pa.timestamp("us"), select=_FINITE_TIMESTAMP.format(type="TIMESTAMP")),
-    "timestamptz": ReadType(
-        pa.timestamp("us", tz="UTC"), select=_FINITE_TIMESTAMP.format(type="TIMESTAMPTZ")
-    ),
-    "time": ReadType(pa.int64(), "micros_time", _EPOCH_MICROSECONDS),
-    "interval": ReadType(pa.int64(), "micros_interval", _INTERVAL_MICROSECONDS),
-    "numeric": ReadType(pa.large_string(), "decimal"),
-    "uuid": ReadType(pa.large_string(), "uuid"),
-    "json": ReadType(pa.large_string(), "json"),
-    "jsonb": ReadType(pa.large_string(), "json"),
-    "bytea": ReadType(pa.large_string(), "hex", "encode({}, 'hex')"),
+    "int2": ReadType(pa.int16(), ">i2", "nullable"),
+    "int4": ReadType(pa.int32(), ">i4", "nullable"),
+    "int8": ReadType(pa.int64(), ">i8", "nullable"),
+    "float4": ReadType(pa.float32(), ">f4"),
+    "float8": ReadType(pa.float64(), ">f8"),
+    "bool": ReadType(pa.bool_(), "u1", "nullable"),
+    # ±infinity read as date.max / date.min and datetime.max / datetime.min.
+    "date": ReadType(pa.date32(), ">i4"),
+    "timestamp": ReadType(pa.timestamp("us"), ">i8"),
+    "timestamptz": ReadType(pa.timestamp("us", tz="UTC"), ">i8"),
+    # PostgreSQL's time holds 24:00:00, which datetime.time cannot: it reads as time.max.
+    "time": ReadType(pa.time64("us"), ">i8", "time"),
+    "interval": ReadType(pa.duration("us"), ">i8", select=_INTERVAL_MICROSECONDS),
+    "uuid": ReadType(pa.binary(16), "V16", "uuid"),
+    "bytea": ReadType(pa.large_binary()),
+    "text": _RAW_TEXT,
+    "varchar": _RAW_TEXT,
+    "bpchar": _RAW_TEXT,
+    "json": ReadType(pa.large_string(), decode="json"),
+    "jsonb": ReadType(pa.large_string(), decode="json", select="{}::text"),
+    "numeric": ReadType(pa.large_string(), decode="decimal", select="{}::text"),
 }
 
 # Arrays travel as JSON and come back as Python lists.
-_ARRAY = ReadType(pa.large_string(), "json", "to_json({})")
-_NUMERIC_ARRAY = ReadType(pa.large_string(), "json_decimal", "to_json({})")
+_ARRAY = ReadType(pa.large_string(), decode="json", select="to_json({})")
+_NUMERIC_ARRAY = ReadType(pa.large_string(), decode="json_decimal", select="to_json({})")
 
 
 def read_type(column: PgType) -> ReadType:
@@ -271,4 +267,4 @@ def read_type(column: PgType) -> ReadType:
     char, enums, timetz, inet, cidr, macaddr, and anything not listed) come back as ``str``."""
     if column.array:
         return _NUMERIC_ARRAY if column.name == "numeric" else _ARRAY
-    return READ_TYPES.get(column.name, _TEXT)
+    return READ_TYPES.get(column.name, _AS_TEXT)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import struct
 from datetime import UTC, datetime
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -21,12 +23,11 @@ from resources import (
     TimeWindowSlice,
     WritePlan,
     WritePlanError,
+    binary_copy,
     copy_upsert,
-    read,
     read_table,
 )
-from resources.catalog import Column
-from resources.types import PgType
+from resources.types import PgType, read_type
 
 from .conftest import Database
 
@@ -428,32 +429,53 @@ def test_json_columns_are_found_whatever_the_index(postgres: PostgresResource) -
     assert read.sort_values("id")["j"].tolist() == [{"a": 1}, [1, 2]]
 
 
-@pytest.mark.parametrize("piece_bytes", [1, 7, 20])
+def _binary_copy(rows: list[tuple[bytes | None, ...]]) -> bytes:
+    """``rows`` (each field's binary form, None for NULL) as COPY's binary format."""
+    out = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+    for row in rows:
+        out += struct.pack(">h", len(row))
+        for field in row:
+            out += struct.pack(">i", -1) if field is None else struct.pack(">i", len(field)) + field
+    return out + struct.pack(">h", -1)
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 7, 20, 1 << 20])
 def test_pieces_are_cut_only_between_rows(
     monkeypatch: pytest.MonkeyPatch, piece_bytes: int
 ) -> None:
-    """Fed a few bytes at a time, the decoder cuts pieces only at line ends, and undoes the
-    text format's escapes whatever piece they land in."""
-    monkeypatch.setattr(read, "PIECE_BYTES", piece_bytes)
-    data = b'1\ta\\nb\n2\tsay "hi"\\r\\n\n3\t\\N\n4\t\n5\tx,\\ty\n6\tC:\\\\new\\\\\n'
-    decoder = read.TextDecoder(
-        {
-            "id": Column("id", PgType("int8"), not_null=True),
-            "note": Column("note", PgType("text")),
-        }
+    """Fed a few bytes at a time, the binary decoder finds every row and field whatever piece
+    its bytes land in: NULLs, empty values, and line breaks and tabs inside text."""
+    monkeypatch.setattr(binary_copy, "PIECE_BYTES", piece_bytes)
+    notes = [b"a\nb", b'say "hi"\r\n', None, b"", b"x,\ty", "C:\\new\\ é".encode()]
+    data = _binary_copy([(struct.pack(">q", i + 1), note) for i, note in enumerate(notes)])
+    decoder = binary_copy.BinaryCopyDecoder(
+        {"id": read_type(PgType("int8")), "note": read_type(PgType("text"))}
     )
 
-    async def decode() -> pd.DataFrame:
+    async def decode() -> pa.Table:
         for start in range(0, len(data), 3):
             await decoder.feed(data[start : start + 3])
-        return await decoder.frame(rows=6)
+        return await decoder.table(rows=6)
 
-    frame = asyncio.run(decode())
-    assert len(decoder.pieces) > 1
-    assert frame["id"].tolist() == [1, 2, 3, 4, 5, 6]
-    assert frame["note"].tolist()[:2] == ["a\nb", 'say "hi"\r\n']
-    assert pd.isna(frame["note"][2]) and frame["note"][3] == ""
-    assert frame["note"].tolist()[4:] == ["x,\ty", "C:\\new\\"]
+    table = asyncio.run(decode())
+    assert (len(decoder.pieces) > 1) == (piece_bytes < len(data))
+    assert table.column("id").to_pylist() == [1, 2, 3, 4, 5, 6]
+    assert table.column("note").to_pylist() == [n if n is None else n.decode() for n in notes]
+
+
+def test_a_copy_that_ends_inside_a_row_fails() -> None:
+    """Output cut short (a row without its last field) is an error, never a shorter table."""
+    data = _binary_copy([(struct.pack(">q", 1), b"abc")])[:-6]
+    decoder = binary_copy.BinaryCopyDecoder(
+        {"id": read_type(PgType("int8")), "note": read_type(PgType("text"))}
+    )
+
+    async def decode() -> pa.Table:
+        await decoder.feed(data)
+        return await decoder.table(rows=1)
+
+    with pytest.raises(RuntimeError, match="ended inside a row"):
+        asyncio.run(decode())
 
 
 # Found in the third review: duplicates resolved on the server.

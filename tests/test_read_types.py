@@ -1,6 +1,6 @@
 """read.read_table on tables made with SQL: what each PostgreSQL type reads as (dtype and exact
-value, NULL included), ±infinity in dates and timestamps, values far longer than Arrow's CSV
-block, and the column and partition choices."""
+value, NULL included), ±infinity in dates and timestamps, values of many MiB among short
+ones, and the column and partition choices."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resources import PostgresResource, read_table
+from resources.binary_copy import PIECE_BYTES
 from resources.errors import TableMismatchError
 from resources.options import KeySlice, TimeWindowSlice
-from resources.read import PIECE_BYTES
 
 from .conftest import Database, new_database
 
@@ -317,6 +317,30 @@ def test_infinity_reads_as_the_largest_and_smallest_values(
     assert finite["tz"] == pd.Timestamp("2024-01-02 03:04:05.678901", tz="UTC")
     assert finite["tz3"] == pd.Timestamp("2024-01-02 03:04:05.678", tz="UTC")
     assert read.iloc[3, 1:].isna().all()
+
+
+def test_timestamps_before_year_1_and_after_9999_read_exactly(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """pandas' microsecond timestamps span ±290,000 years around 1970: nearly all of
+    PostgreSQL's range."""
+    db.execute(
+        "CREATE TABLE far_ts (id int, ts timestamp, tz timestamptz);"
+        "INSERT INTO far_ts VALUES (1, '10000-01-01 00:00:00.000001', '200000-12-31 23:59:59+00'),"
+        " (2, '4713-01-01 00:00:00 BC', '0001-12-31 23:59:59.999999+00 BC')"
+    )
+    read = postgres.run(lambda conn: read_table(conn, schema="public", table="far_ts"))
+    read = read.sort_values("id").reset_index(drop=True)
+    expected = db.fetch(
+        "SELECT (extract(epoch FROM ts) * 1000000)::bigint AS ts,"
+        " (extract(epoch FROM tz) * 1000000)::bigint AS tz FROM far_ts ORDER BY id"
+    )
+    assert read["ts"].astype("int64").tolist() == [row["ts"] for row in expected]
+    assert read["tz"].astype("int64").tolist() == [row["tz"] for row in expected]
+    # The last 30 years of PostgreSQL's range do not fit: an error, never a wrapped value.
+    db.execute("INSERT INTO far_ts VALUES (3, NULL, '294276-12-31 23:59:59+00')")
+    with pytest.raises(TableMismatchError, match=r"table public\.far_ts holds a value"):
+        postgres.run(lambda conn: read_table(conn, schema="public", table="far_ts"))
 
 
 def test_infinite_interval_reads_as_the_largest_and_smallest_values(

@@ -1,0 +1,292 @@
+"""Decode ``COPY ... TO STDOUT (FORMAT binary)`` into Arrow while the server sends the rest.
+
+The format (PostgreSQL's ``COPY`` page, "Binary Format"): a header; per row an int16 field
+count and, per field, an int32 length (-1 for NULL) and the value in its type's binary form,
+big-endian; an int16 -1 at the end. Where a field starts depends on every length before it,
+so finding the fields is a walk that only compiled code does fast: numba compiles the three
+loops below (``nogil``, so pieces decode in worker threads). Every value is then a numpy or
+Arrow operation on whole columns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+
+from .types import ReadType
+
+__all__ = ["PIECE_BYTES", "BinaryCopyDecoder"]
+
+# COPY output received before the whole rows in it are decoded in a worker thread: large
+# enough to be worth a thread, small enough that decoding keeps pace with the server.
+PIECE_BYTES = 1 << 22
+
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_HEADER_BYTES = len(_SIGNATURE) + 8  # flags and the header extension's length, int32 each
+
+# PostgreSQL counts dates and timestamps from 2000-01-01, Arrow from 1970-01-01.
+_DAYS_1970_TO_2000 = 10_957
+_MICROS_1970_TO_2000 = _DAYS_1970_TO_2000 * 86_400_000_000
+# ±infinity have no Arrow value: they read as the largest and smallest values Python's
+# date and datetime hold (date.max / date.min, datetime.max / datetime.min).
+_INFINITE_DATE = {2**31 - 1: 2_932_896, -(2**31): -719_162}
+_INFINITE_TIMESTAMP = {2**63 - 1: 253_402_300_799_999_999, -(2**63): -62_135_596_800_000_000}
+# PostgreSQL's time holds 24:00:00, which Arrow's time64 (and datetime.time) cannot.
+_LAST_MICROSECOND_OF_DAY = 86_400_000_000 - 1
+
+
+@dataclass(frozen=True)
+class _Rest:
+    """What one piece leaves to the next: the bytes of a row not yet whole, how many bytes
+    that row needs at least, and how far the stream has got."""
+
+    parts: tuple[bytes, ...] = ()
+    size: int = 0
+    needed: int = 0
+    header_read: bool = False
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class _Piece:
+    table: pa.Table | None
+    rest: _Rest
+
+
+class BinaryCopyDecoder:
+    """Decodes binary COPY output piece by piece while the server sends the rest.
+
+    The event loop only collects what arrives; each piece of about :data:`PIECE_BYTES` is
+    decoded in a worker thread, after the piece before it has said where its last whole row
+    ended.
+    """
+
+    def __init__(self, columns: Mapping[str, ReadType]) -> None:
+        """``columns``: each column's name and how it is read (:func:`types.read_type`), in
+        COPY order."""
+        self.columns = dict(columns)
+        self.received: list[bytes] = []
+        self.received_bytes = 0
+        self.pieces: list[asyncio.Future[_Piece]] = []
+
+    async def feed(self, data: bytes) -> None:
+        """Take the next bytes of the COPY output (asyncpg's ``output`` callback)."""
+        self.received.append(data)
+        self.received_bytes += len(data)
+        if self.received_bytes >= PIECE_BYTES:
+            self._hand_over()
+
+    async def table(self, rows: int) -> pa.Table:
+        """The Arrow table, once the COPY has reported ``rows`` rows."""
+        self._hand_over()
+        pieces = await asyncio.gather(*self.pieces)
+        if not pieces[-1].rest.finished or pieces[-1].rest.size:
+            raise RuntimeError("the COPY output ended inside a row")
+        tables = [piece.table for piece in pieces if piece.table is not None]
+        schema = pa.schema([(name, column.arrow) for name, column in self.columns.items()])
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        if table.num_rows != rows:
+            raise RuntimeError(f"decoded {table.num_rows} rows of the {rows} that COPY sent")
+        return table
+
+    async def close(self) -> None:
+        """Wait for pieces still being decoded (after a failed COPY), ignoring their results."""
+        await asyncio.gather(*self.pieces, return_exceptions=True)
+
+    def _hand_over(self) -> None:
+        block = b"".join(self.received)
+        self.received.clear()
+        self.received_bytes = 0
+        previous = self.pieces[-1] if self.pieces else None
+        self.pieces.append(asyncio.ensure_future(self._decode_after(previous, block)))
+
+    async def _decode_after(self, previous: asyncio.Future[_Piece] | None, block: bytes) -> _Piece:
+        rest = (await previous).rest if previous is not None else _Rest()
+        return await asyncio.to_thread(self._decode, rest, block)
+
+    def _decode(self, rest: _Rest, block: bytes) -> _Piece:
+        parts, size = (*rest.parts, block), rest.size + len(block)
+        if size < max(rest.needed, 1):
+            return _Piece(None, replace(rest, parts=parts, size=size))
+        data = np.frombuffer(b"".join(parts), dtype=np.uint8)
+        at = 0
+        if not rest.header_read:
+            if size < _HEADER_BYTES:
+                return _Piece(None, replace(rest, parts=parts, size=size))
+            if data[: len(_SIGNATURE)].tobytes() != _SIGNATURE:
+                raise RuntimeError("the COPY output is not PostgreSQL's binary format")
+            at = _HEADER_BYTES + int.from_bytes(data[_HEADER_BYTES - 4 : _HEADER_BYTES], "big")
+            if size < at:
+                return _Piece(None, replace(rest, parts=parts, size=size, needed=at))
+        buffer = data[at:]
+        starts, lengths, end, needed = _compiled().locate(buffer, len(self.columns))
+        left = buffer[end:].tobytes()
+        after = _Rest((left,) if left else (), len(left), max(needed - end, 0), True, needed < 0)
+        if not len(starts):
+            return _Piece(None, after)
+        arrays = [
+            _arrow_column(buffer, starts[:, i], lengths[:, i], column)
+            for i, column in enumerate(self.columns.values())
+        ]
+        return _Piece(pa.Table.from_arrays(arrays, names=list(self.columns)), after)
+
+
+def _arrow_column(
+    buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, column: ReadType
+) -> pa.Array:
+    """One column of a piece as Arrow: the raw values gathered, then converted."""
+    valid = lengths >= 0
+    mask = None if valid.all() else ~valid
+    if column.wire is None:
+        offsets, data = _compiled().gather_variable(buffer, starts, lengths)
+        validity = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        raw = pa.Array.from_buffers(
+            pa.large_binary(),
+            len(starts),
+            [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
+            null_count=-1 if mask is None else int(mask.sum()),
+        )
+        return raw if column.arrow == pa.large_binary() else raw.view(column.arrow)
+    wire = np.dtype(column.wire)
+    # Numbers arrive big-endian: reversing each value's bytes makes them this machine's.
+    reverse = wire.kind in "iufb" and sys.byteorder == "little"
+    gathered = _compiled().gather_fixed(buffer, starts, lengths, wire.itemsize, reverse)
+    if pa.types.is_fixed_size_binary(column.arrow):
+        validity = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        return pa.Array.from_buffers(column.arrow, len(starts), [validity, pa.py_buffer(gathered)])
+    return _from_wire(np.frombuffer(gathered, dtype=wire.newbyteorder("=")), mask, column.arrow)
+
+
+def _from_wire(values: np.ndarray, mask: np.ndarray | None, arrow: pa.DataType) -> pa.Array:
+    """Fixed-width binary values (big-endian; PostgreSQL's epoch and units) as Arrow."""
+    native = values
+    if pa.types.is_date32(arrow):
+        native = _shifted(native, _DAYS_1970_TO_2000, _INFINITE_DATE).astype(np.int32)
+    elif pa.types.is_timestamp(arrow):
+        native = _shifted(native, _MICROS_1970_TO_2000, _INFINITE_TIMESTAMP)
+    elif pa.types.is_time64(arrow):
+        native = np.minimum(native, _LAST_MICROSECOND_OF_DAY)
+    elif pa.types.is_boolean(arrow):
+        native = native.astype(bool)
+    array = pa.array(native, mask=mask)
+    return array if array.type == arrow else array.view(arrow)
+
+
+def _shifted(values: np.ndarray, shift: int, infinite: Mapping[int, int]) -> np.ndarray:
+    """``values`` counted from Arrow's epoch instead of PostgreSQL's, ±infinity (the
+    largest and smallest values of their width) replaced by their stand-ins."""
+    finite = ~np.isin(values, list(infinite))
+    if np.any(finite & (values > np.iinfo(values.dtype).max - shift)):
+        # The last 30 years of PostgreSQL's timestamps (after 294,246 AD) do not fit.
+        raise ValueError("a date or timestamp is too late to count from 1970 in Arrow's type")
+    shifted = values.astype(np.int64) + shift
+    for pg_value, stand_in in infinite.items():
+        shifted[values == pg_value] = stand_in
+    return shifted
+
+
+# ---- the compiled walks -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    locate: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, int, int]]
+    gather_fixed: Callable[[np.ndarray, np.ndarray, np.ndarray, int, bool], np.ndarray]
+    gather_variable: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@functools.cache
+def _compiled() -> _Kernels:
+    """The walks below, compiled (once per machine: numba caches them on disk)."""
+    import numba  # on the first read only: importing it takes 0.3 s that writes need not pay
+
+    jit = numba.njit(nogil=True, cache=True)
+    return _Kernels(jit(_locate), jit(_gather_fixed), jit(_gather_variable))
+
+
+def _locate(buffer: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Where each field of the whole rows at the start of ``buffer`` starts, and its length
+    (-1: NULL); the bytes those rows span; and the bytes needed to finish the next row as
+    far as known (-1 when the end marker came instead)."""
+    size = len(buffer)
+    capacity = size // (2 + 4 * columns) + 1
+    starts = np.empty((capacity, columns), np.int64)
+    lengths = np.empty((capacity, columns), np.int32)
+    rows = 0
+    at = 0
+    needed = 0
+    while at + 2 <= size:
+        count = (np.int64(buffer[at]) << 8) | np.int64(buffer[at + 1])
+        if count == 0xFFFF:
+            return starts[:rows], lengths[:rows], at + 2, -1
+        if count != columns:
+            raise RuntimeError("a COPY row has another number of fields than columns asked")
+        field = at + 2
+        complete = True
+        for column in range(columns):
+            if field + 4 > size:
+                needed = field + 4
+                complete = False
+                break
+            length = int(
+                (np.int64(buffer[field]) << 24)
+                | (np.int64(buffer[field + 1]) << 16)
+                | (np.int64(buffer[field + 2]) << 8)
+                | np.int64(buffer[field + 3])
+            )
+            if length >= 1 << 31:
+                length -= 1 << 32
+            field += 4
+            if length > 0 and field + length > size:
+                needed = field + length
+                complete = False
+                break
+            starts[rows, column] = field
+            lengths[rows, column] = length
+            field += max(length, 0)
+        if not complete:
+            break
+        rows += 1
+        at = field
+    return starts[:rows], lengths[:rows], at, needed
+
+
+def _gather_fixed(
+    buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int, reverse: bool
+) -> np.ndarray:
+    """The values of one fixed-width column side by side (each value's bytes reversed if
+    ``reverse``), zeros for NULL."""
+    out = np.zeros(len(starts) * width, np.uint8)
+    for row in range(len(starts)):
+        length = lengths[row]
+        if length == width:
+            start = starts[row]
+            for byte in range(width):
+                out[row * width + byte] = buffer[start + (width - 1 - byte if reverse else byte)]
+        elif length != -1:
+            raise RuntimeError("a COPY value is not as wide as its column's type")
+    return out
+
+
+def _gather_variable(
+    buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One column of values of any length as Arrow's offsets and data buffers."""
+    offsets = np.empty(len(starts) + 1, np.int64)
+    offsets[0] = 0
+    for row in range(len(starts)):
+        offsets[row + 1] = offsets[row] + max(lengths[row], 0)
+    data = np.empty(offsets[-1], np.uint8)
+    for row in range(len(starts)):
+        length = lengths[row]
+        at = offsets[row]
+        start = starts[row]
+        for byte in range(length):
+            data[at + byte] = buffer[start + byte]
+    return offsets, data
