@@ -3,9 +3,10 @@
 The format (PostgreSQL's ``COPY`` page, "Binary Format"): a header; per row an int16 field
 count and, per field, an int32 length (-1 for NULL) and the value in its type's binary form,
 big-endian; an int16 -1 at the end. Where a field starts depends on every length before it,
-so finding the fields is a walk that only compiled code does fast: numba compiles the three
-loops below (``nogil``, so pieces decode in worker threads). Every value is then a numpy or
-Arrow operation on whole columns.
+so finding the fields is a walk that only compiled code does fast: numba compiles the two
+loops below (``nogil``, so pieces decode in worker threads). The walk also lays each
+fixed-width column's values side by side; every conversion is then a numpy or Arrow
+operation on whole columns.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class BinaryCopyDecoder:
         """``columns``: each column's name and how it is read (:func:`types.read_type`), in
         COPY order."""
         self.columns = dict(columns)
+        wires = [None if c.wire is None else np.dtype(c.wire) for c in self.columns.values()]
+        self.widths = np.array([-1 if w is None else w.itemsize for w in wires], dtype=np.int64)
+        # Numbers arrive big-endian: reversing each value's bytes makes them this machine's.
+        self.reverse = np.array(
+            [w is not None and w.kind in "iufb" and sys.byteorder == "little" for w in wires]
+        )
         self.received: list[bytes] = []
         self.received_bytes = 0
         self.pieces: list[asyncio.Future[_Piece]] = []
@@ -125,42 +132,42 @@ class BinaryCopyDecoder:
             if size < at:
                 return _Piece(None, replace(rest, parts=parts, size=size, needed=at))
         buffer = data[at:]
-        starts, lengths, end, needed = _compiled().locate(buffer, len(self.columns))
+        walked = _compiled().walk(buffer, self.widths, self.reverse)
+        rows, end, needed, fixed, fixed_at, lengths, starts = walked
         left = buffer[end:].tobytes()
         after = _Rest((left,) if left else (), len(left), max(needed - end, 0), True, needed < 0)
-        if not len(starts):
+        if not rows:
             return _Piece(None, after)
-        arrays = [
-            _arrow_column(buffer, starts[:, i], lengths[:, i], column)
-            for i, column in enumerate(self.columns.values())
-        ]
+        arrays = []
+        for i, column in enumerate(self.columns.values()):
+            width = self.widths[i]
+            if width < 0:
+                offsets, values = _compiled().gather_variable(
+                    buffer, starts[i, :rows], lengths[i, :rows]
+                )
+            else:
+                offsets, values = None, fixed[fixed_at[i] : fixed_at[i] + rows * width]
+            arrays.append(_arrow_column(column, lengths[i, :rows], values, offsets))
         return _Piece(pa.Table.from_arrays(arrays, names=list(self.columns)), after)
 
 
 def _arrow_column(
-    buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, column: ReadType
+    column: ReadType, lengths: np.ndarray, values: np.ndarray, offsets: np.ndarray | None
 ) -> pa.Array:
-    """One column of a piece as Arrow: the raw values gathered, then converted."""
+    """One column of a piece as Arrow, from its values side by side (and their ``offsets``
+    when they are of any length); a length of -1 is a NULL."""
     valid = lengths >= 0
     mask = None if valid.all() else ~valid
-    if column.wire is None:
-        offsets, data = _compiled().gather_variable(buffer, starts, lengths)
-        validity = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    validity = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    if offsets is not None:
         raw = pa.Array.from_buffers(
-            pa.large_binary(),
-            len(starts),
-            [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
-            null_count=-1 if mask is None else int(mask.sum()),
+            pa.large_binary(), len(lengths), [validity, pa.py_buffer(offsets), pa.py_buffer(values)]
         )
         return raw if column.arrow == pa.large_binary() else raw.view(column.arrow)
-    wire = np.dtype(column.wire)
-    # Numbers arrive big-endian: reversing each value's bytes makes them this machine's.
-    reverse = wire.kind in "iufb" and sys.byteorder == "little"
-    gathered = _compiled().gather_fixed(buffer, starts, lengths, wire.itemsize, reverse)
     if pa.types.is_fixed_size_binary(column.arrow):
-        validity = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
-        return pa.Array.from_buffers(column.arrow, len(starts), [validity, pa.py_buffer(gathered)])
-    return _from_wire(np.frombuffer(gathered, dtype=wire.newbyteorder("=")), mask, column.arrow)
+        return pa.Array.from_buffers(column.arrow, len(lengths), [validity, pa.py_buffer(values)])
+    wire = np.dtype(column.wire).newbyteorder("=")
+    return _from_wire(np.frombuffer(values, dtype=wire), mask, column.arrow)
 
 
 def _from_wire(values: np.ndarray, mask: np.ndarray | None, arrow: pa.DataType) -> pa.Array:
@@ -196,8 +203,10 @@ def _shifted(values: np.ndarray, shift: int, infinite: Mapping[int, int]) -> np.
 
 @dataclass(frozen=True)
 class _Kernels:
-    locate: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, int, int]]
-    gather_fixed: Callable[[np.ndarray, np.ndarray, np.ndarray, int, bool], np.ndarray]
+    walk: Callable[
+        [np.ndarray, np.ndarray, np.ndarray],
+        tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ]
     gather_variable: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -207,24 +216,35 @@ def _compiled() -> _Kernels:
     import numba  # on the first read only: importing it takes 0.3 s that writes need not pay
 
     jit = numba.njit(nogil=True, cache=True)
-    return _Kernels(jit(_locate), jit(_gather_fixed), jit(_gather_variable))
+    return _Kernels(jit(_walk), jit(_gather_variable))
 
 
-def _locate(buffer: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Where each field of the whole rows at the start of ``buffer`` starts, and its length
-    (-1: NULL); the bytes those rows span; and the bytes needed to finish the next row as
-    far as known (-1 when the end marker came instead)."""
+def _walk(
+    buffer: np.ndarray, widths: np.ndarray, reverse: np.ndarray
+) -> tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the whole rows at the start of ``buffer``: each fixed-width column's
+    values side by side in ``fixed`` (from ``fixed_at[column]``; bytes reversed where
+    ``reverse`` says; zeros for NULL), each field's length (-1: NULL), and where each value
+    of any length starts. Also the rows, the bytes they span, and the bytes needed to finish
+    the next row as far as known (-1 when the end marker came instead)."""
+    columns = len(widths)
     size = len(buffer)
     capacity = size // (2 + 4 * columns) + 1
-    starts = np.empty((capacity, columns), np.int64)
-    lengths = np.empty((capacity, columns), np.int32)
+    fixed_at = np.zeros(columns, np.int64)
+    total = 0
+    for column in range(columns):
+        fixed_at[column] = total
+        total += capacity * max(widths[column], 0)
+    fixed = np.zeros(total, np.uint8)
+    lengths = np.empty((columns, capacity), np.int32)
+    starts = np.empty((columns, capacity), np.int64)
     rows = 0
     at = 0
     needed = 0
     while at + 2 <= size:
         count = (np.int64(buffer[at]) << 8) | np.int64(buffer[at + 1])
         if count == 0xFFFF:
-            return starts[:rows], lengths[:rows], at + 2, -1
+            return rows, at + 2, -1, fixed, fixed_at, lengths, starts
         if count != columns:
             raise RuntimeError("a COPY row has another number of fields than columns asked")
         field = at + 2
@@ -247,31 +267,26 @@ def _locate(buffer: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray, i
                 needed = field + length
                 complete = False
                 break
-            starts[rows, column] = field
-            lengths[rows, column] = length
+            lengths[column, rows] = length
+            width = widths[column]
+            if width < 0:
+                starts[column, rows] = field
+            elif length == width:
+                out = fixed_at[column] + rows * width
+                if reverse[column]:
+                    for byte in range(width):
+                        fixed[out + byte] = buffer[field + width - 1 - byte]
+                else:
+                    for byte in range(width):
+                        fixed[out + byte] = buffer[field + byte]
+            elif length != -1:
+                raise RuntimeError("a COPY value is not as wide as its column's type")
             field += max(length, 0)
         if not complete:
             break
         rows += 1
         at = field
-    return starts[:rows], lengths[:rows], at, needed
-
-
-def _gather_fixed(
-    buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int, reverse: bool
-) -> np.ndarray:
-    """The values of one fixed-width column side by side (each value's bytes reversed if
-    ``reverse``), zeros for NULL."""
-    out = np.zeros(len(starts) * width, np.uint8)
-    for row in range(len(starts)):
-        length = lengths[row]
-        if length == width:
-            start = starts[row]
-            for byte in range(width):
-                out[row * width + byte] = buffer[start + (width - 1 - byte if reverse else byte)]
-        elif length != -1:
-            raise RuntimeError("a COPY value is not as wide as its column's type")
-    return out
+    return rows, at, needed, fixed, fixed_at, lengths, starts
 
 
 def _gather_variable(
