@@ -40,6 +40,13 @@ _INFINITE_DATE = {2**31 - 1: 2_932_896, -(2**31): -719_162}
 _INFINITE_TIMESTAMP = {2**63 - 1: 253_402_300_799_999_999, -(2**63): -62_135_596_800_000_000}
 # PostgreSQL's time holds 24:00:00, which Arrow's time64 (and datetime.time) cannot.
 _LAST_MICROSECOND_OF_DAY = 86_400_000_000 - 1
+_MICROS_PER_DAY = 86_400_000_000
+# An infinite interval (PostgreSQL 17+) is every field at its largest (or smallest); it
+# reads as the largest (smallest) timedelta64[us], NaT being the smallest int64.
+_INFINITE_INTERVAL = {
+    (2**63 - 1, 2**31 - 1, 2**31 - 1): 2**63 - 1,
+    (-(2**63), -(2**31), -(2**31)): 1 - 2**63,
+}
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ class BinaryCopyDecoder:
         if not rows:
             return _Piece(None, after)
         arrays = []
-        for i, column in enumerate(self.columns.values()):
+        for i, (name, column) in enumerate(self.columns.items()):
             width = self.widths[i]
             if width < 0:
                 offsets, values = _compiled().gather_variable(
@@ -147,7 +154,10 @@ class BinaryCopyDecoder:
                 )
             else:
                 offsets, values = None, fixed[fixed_at[i] : fixed_at[i] + rows * width]
-            arrays.append(_arrow_column(column, lengths[i, :rows], values, offsets))
+            try:
+                arrays.append(_arrow_column(column, lengths[i, :rows], values, offsets))
+            except ValueError as exc:
+                raise ValueError(f"column {name!r}: {exc}") from exc
         return _Piece(pa.Table.from_arrays(arrays, names=list(self.columns)), after)
 
 
@@ -166,14 +176,18 @@ def _arrow_column(
         return raw if column.arrow == pa.large_binary() else raw.view(column.arrow)
     if pa.types.is_fixed_size_binary(column.arrow):
         return pa.Array.from_buffers(column.arrow, len(lengths), [validity, pa.py_buffer(values)])
-    wire = np.dtype(column.wire).newbyteorder("=")
+    wire = np.dtype(column.wire)
+    if wire.kind != "V":  # the walk reversed each number's bytes; records keep theirs
+        wire = wire.newbyteorder("=")
     return _from_wire(np.frombuffer(values, dtype=wire), mask, column.arrow)
 
 
 def _from_wire(values: np.ndarray, mask: np.ndarray | None, arrow: pa.DataType) -> pa.Array:
     """Fixed-width binary values (big-endian; PostgreSQL's epoch and units) as Arrow."""
     native = values
-    if pa.types.is_date32(arrow):
+    if values.dtype.names:
+        native = _interval_micros(values)
+    elif pa.types.is_date32(arrow):
         native = _shifted(native, _DAYS_1970_TO_2000, _INFINITE_DATE).astype(np.int32)
     elif pa.types.is_timestamp(arrow):
         native = _shifted(native, _MICROS_1970_TO_2000, _INFINITE_TIMESTAMP)
@@ -183,6 +197,27 @@ def _from_wire(values: np.ndarray, mask: np.ndarray | None, arrow: pa.DataType) 
         native = native.astype(bool)
     array = pa.array(native, mask=mask)
     return array if array.type == arrow else array.view(arrow)
+
+
+def _interval_micros(values: np.ndarray) -> np.ndarray:
+    """Intervals, as (microseconds, days, months), in microseconds: a year counts 365 days
+    and a month 30 (as asyncpg and psycopg count them), months carry the sign of the whole."""
+    micros, days, months = (values[f"f{i}"].astype(np.int64) for i in range(3))
+    years, rest = np.sign(months) * np.divmod(np.abs(months), 12)
+    total_days = days + years * 365 + rest * 30
+    infinite = {
+        stand_in: (micros == m) & (days == d) & (months == mo)
+        for (m, d, mo), stand_in in _INFINITE_INTERVAL.items()
+    }
+    finite = ~np.logical_or.reduce(list(infinite.values()))
+    approximate = total_days.astype(np.float64) * _MICROS_PER_DAY + micros
+    if np.any(finite & (np.abs(approximate) >= 2**63 - _MICROS_PER_DAY)):
+        raise ValueError("an interval is longer than the ±292,000 years timedelta64[us] holds")
+    with np.errstate(over="ignore"):
+        result: np.ndarray = total_days * _MICROS_PER_DAY + micros  # ±infinity wrap: replaced
+    for stand_in, where in infinite.items():
+        result[where] = stand_in
+    return result
 
 
 def _shifted(values: np.ndarray, shift: int, infinite: Mapping[int, int]) -> np.ndarray:

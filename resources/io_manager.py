@@ -21,6 +21,7 @@ from .outputs import (
     RUN_ID_COLUMN,
     SHARED_OWNER,
     check_run,
+    input_label,
     no_partition,
     output_label,
     partition_slices,
@@ -173,13 +174,16 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         the table does not exist yet; so does an asset reading itself before its table
         exists (the first range of a single-run backfill)."""
         upstream = context.upstream_output
-        label = output_label(upstream) if upstream is not None else f"input {context.name!r}"
+        label = output_label(upstream) if upstream is not None else input_label(context)
         unmapped = context.has_asset_partitions and not context.asset_partition_keys
+        input_metadata = plain(context.definition_metadata)
+        try:
+            refuse_misspelled_keys(input_metadata, of_input=True)
+        except CopyUpsertError as exc:
+            raise exc.for_output(input_label(context)) from exc
         try:
             upstream_metadata = plain(upstream.definition_metadata) if upstream else {}
             refuse_misspelled_keys(upstream_metadata)
-            input_metadata = plain(context.definition_metadata)
-            refuse_misspelled_keys(input_metadata)
             schema, table = table_for(upstream or context, upstream_metadata, self.schema_)
             partition = (
                 no_partition(upstream_metadata)

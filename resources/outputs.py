@@ -26,9 +26,10 @@ from .options import KeySlice, PartitionSlice, TimeWindowSlice
 
 # Definition metadata keys that shape a write; see WritePlan.from_options.
 PLAN_KEYS = ("conflict_target", "write_mode", "on_conflict", "update_columns", "duplicates")
-# Every metadata key this IO manager reads. A key close to one of them is a typo: without
-# it a write may take another mode (no conflict_target: replace the whole table).
-KNOWN_KEYS = (
+# Every metadata key this IO manager reads, on outputs and on inputs. A key close to one of
+# them is a typo: without it a write may take another mode (no conflict_target: replace the
+# whole table), a read another set of columns.
+OUTPUT_KEYS = (
     *PLAN_KEYS,
     "schema_evolution",
     "exact_row_count",
@@ -36,8 +37,8 @@ KNOWN_KEYS = (
     "table",
     "shared_table",
     "partition_expr",
-    "columns",
 )
+INPUT_KEYS = ("columns",)
 # The owner recorded for tables that outputs share on purpose: any output that says
 # shared_table may write them, and no other.
 SHARED_OWNER = "outputs with shared_table: true"
@@ -174,6 +175,14 @@ def output_label(context: OutputContext) -> str:
     return f"{label} of job {context.job_name!r}"
 
 
+def input_label(context: InputContext) -> str:
+    """How messages name an input: ``input 'orders' of op 'daily_totals'``."""
+    try:
+        return f"input {context.name!r} of op {context.op_def.name!r}"
+    except DagsterInvariantViolationError:  # a context built outside a run
+        return f"input {context.name!r}"
+
+
 def reads_itself(context: InputContext) -> bool:
     """Whether the input is an asset its own step writes (an asset that reads its earlier
     partitions): before its first write there is nothing to read, and that is no error."""
@@ -203,18 +212,20 @@ def check_run(frame: pd.DataFrame, run_id: str, table: str) -> None:
         )
 
 
-def refuse_misspelled_keys(metadata: Mapping[str, Any]) -> None:
+def refuse_misspelled_keys(metadata: Mapping[str, Any], *, of_input: bool = False) -> None:
     """Other metadata is the user's own; a key a letter or two away from one of ours, or
-    another tool's name for the key, is not."""
+    another tool's name for the key, is not. ``of_input``: the metadata is an input's."""
+    known, done = (INPUT_KEYS, "read") if of_input else (OUTPUT_KEYS, "written")
     for key in metadata:
-        if key in KNOWN_KEYS:
+        if key in known:
             continue
-        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.8)
-        close = [FOREIGN_KEYS[key]] if key in FOREIGN_KEYS else close
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        close = [FOREIGN_KEYS[key]] if key in FOREIGN_KEYS and not of_input else close
         if close:
             raise WritePlanError(
-                f"unknown metadata key {key!r}: did you mean {close[0]!r}? (nothing was "
-                "written; metadata keys this IO manager reads: " + ", ".join(KNOWN_KEYS) + ")"
+                f"unknown {'input ' if of_input else ''}metadata key {key!r}: did you mean "
+                f"{close[0]!r}? (nothing was {done}; {'input ' if of_input else ''}metadata "
+                "keys this IO manager reads: " + ", ".join(known) + ")"
             )
 
 

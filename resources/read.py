@@ -55,7 +55,13 @@ async def read_frame(
                 f"table {schema}.{table} does not exist: materialize the asset that writes it first"
             )
         stored = catalog.table.columns
-        names = [columns] if isinstance(columns, str) else list(columns or stored)
+        asked = [columns] if isinstance(columns, str) else columns
+        names = list(stored if asked is None else asked)
+        if not names:
+            raise TableMismatchError(
+                f"the read of table {schema}.{table} asks for no column (columns: []): leave "
+                "the input's 'columns' metadata out to read every column"
+            )
         missing = [name for name in names if name not in stored]
         if missing:
             raise TableMismatchError(
@@ -76,7 +82,7 @@ async def read_frame(
             await restore_settings(driver, catalog)
     try:
         return to_pandas(await decoder.table(rows=sql.affected(status)), selected)
-    except (pa.ArrowInvalid, ValueError) as exc:
+    except ValueError as exc:
         # A value PostgreSQL stores but Arrow or pandas cannot hold (a date after 9999).
         raise TableMismatchError(
             f"table {schema}.{table} holds a value that cannot be read as its column's type "
@@ -142,7 +148,10 @@ def to_pandas(table: pa.Table, columns: Mapping[str, Column]) -> pd.DataFrame:
     """
     frame = {}
     for name, column in columns.items():
-        frame[name] = _to_pandas(table.column(name), column)
+        try:
+            frame[name] = _to_pandas(table.column(name), column)
+        except ValueError as exc:  # pyarrow's ArrowInvalid included
+            raise ValueError(f"column {name!r}: {exc}") from exc
         # Drop each Arrow column once converted, so the table and the frame never both hold
         # every column.
         table = table.drop_columns([name])

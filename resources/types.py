@@ -220,14 +220,6 @@ class ReadType:
     select: str = "{}"
 
 
-# Microseconds; an interval's month counts 30 days, as PostgreSQL's own epoch does. An
-# infinite interval (PostgreSQL 17+) has no bigint: it reads as the largest or smallest
-# timedelta64[us] (NaT is the smallest int64).
-_INTERVAL_MICROSECONDS = (
-    "CASE WHEN isfinite({}) IS NOT FALSE THEN (extract(epoch FROM {}) * 1000000)::bigint "
-    "WHEN {} > INTERVAL '0' THEN 9223372036854775807 ELSE -9223372036854775807 END"
-)
-
 # Types whose binary form is their text (or raw bytes) travel as they are; every other one
 # is sent as its text, which PostgreSQL formats.
 _AS_TEXT = ReadType(pa.large_string(), select="{}::text")
@@ -246,12 +238,16 @@ READ_TYPES: Mapping[str, ReadType] = {
     "timestamptz": ReadType(pa.timestamp("us", tz="UTC"), ">i8"),
     # PostgreSQL's time holds 24:00:00, which datetime.time cannot: it reads as time.max.
     "time": ReadType(pa.time64("us"), ">i8", "time"),
-    "interval": ReadType(pa.duration("us"), ">i8", select=_INTERVAL_MICROSECONDS),
+    # (microseconds, days, months): a year counts 365 days and a month 30, as asyncpg and
+    # psycopg count them; ±infinity (17+) read as the largest and smallest timedelta64[us].
+    "interval": ReadType(pa.duration("us"), ">i8,>i4,>i4"),
     "uuid": ReadType(pa.binary(16), "V16", "uuid"),
     "bytea": ReadType(pa.large_binary()),
     "text": _RAW_TEXT,
     "varchar": _RAW_TEXT,
     "bpchar": _RAW_TEXT,
+    # inet's text cast always shows the netmask; abbrev() is inet's own output ('::1').
+    "inet": ReadType(pa.large_string(), select="abbrev({})"),
     "json": ReadType(pa.large_string(), decode="json"),
     "jsonb": ReadType(pa.large_string(), decode="json", select="{}::text"),
     "numeric": ReadType(pa.large_string(), decode="decimal", select="{}::text"),

@@ -548,7 +548,22 @@ def test_a_misspelled_input_key_is_refused(postgres: PostgresResource, db: Datab
         return wide
 
     message = failure_message(run_assets([wide, narrow], postgres, raise_on_error=False))
-    assert "unknown metadata key 'colums': did you mean 'columns'?" in message
+    assert (
+        "Input 'wide' of op 'narrow': unknown input metadata key 'colums': did you mean "
+        "'columns'? (nothing was read; input metadata keys this IO manager reads: columns)"
+    ) in message
+    assert "public.narrow" not in _tables(db)
+
+
+def test_an_input_asking_for_no_column_is_refused(postgres: PostgresResource, db: Database) -> None:
+    wide = frame_asset(pd.DataFrame({"a": [1], "b": [2]}), key=("wide",))
+
+    @asset(ins={"wide": AssetIn(metadata={"columns": []})})
+    def narrow(wide: pd.DataFrame) -> pd.DataFrame:
+        return wide
+
+    message = failure_message(run_assets([wide, narrow], postgres, raise_on_error=False))
+    assert "Asset wide: the read of table public.wide asks for no column (columns: [])" in message
     assert "public.narrow" not in _tables(db)
 
 

@@ -148,6 +148,23 @@ CASES = [
         pd.Timedelta(days=-1, microseconds=-1),
         pd.NaT,
     ),
+    # A year counts 365 days, a month 30, as asyncpg and psycopg count them.
+    Case(
+        "interval-years",
+        "interval",
+        "'1 year 2 mons 3 days 04:05:06.789'",
+        "timedelta64[us]",
+        pd.Timedelta(days=428, hours=4, minutes=5, seconds=6, milliseconds=789),
+        pd.NaT,
+    ),
+    Case(
+        "interval-negative-years",
+        "interval",
+        "'-100 years -13 mons 1 day'",
+        "timedelta64[us]",
+        pd.Timedelta(days=-(101 * 365 + 30) + 1),
+        pd.NaT,
+    ),
     Case(
         "interval(0)",
         "interval(0)",
@@ -181,6 +198,7 @@ CASES = [
     Case("bytea", "bytea", "'\\x00ff0a22'::bytea", "object", b"\x00\xff\n\x22"),
     Case("bytea-empty", "bytea", "''::bytea", "object", b""),
     Case("inet", "inet", "'192.168.0.1/24'", "str", "192.168.0.1/24", np.nan),
+    Case("inet-host", "inet", "'::1'", "str", "::1", np.nan),  # as PostgreSQL prints it
     Case("cidr", "cidr", "'10.0.0.0/8'", "str", "10.0.0.0/8", np.nan),
     Case("macaddr", "macaddr", "'08:00:2b:01:02:03'", "str", "08:00:2b:01:02:03", np.nan),
     Case("enum", "mood", "'happy'", "str", "happy", np.nan),
@@ -339,7 +357,7 @@ def test_timestamps_before_year_1_and_after_9999_read_exactly(
     assert read["tz"].astype("int64").tolist() == [row["tz"] for row in expected]
     # The last 30 years of PostgreSQL's range do not fit: an error, never a wrapped value.
     db.execute("INSERT INTO far_ts VALUES (3, NULL, '294276-12-31 23:59:59+00')")
-    with pytest.raises(TableMismatchError, match=r"table public\.far_ts holds a value"):
+    with pytest.raises(TableMismatchError, match=r"public\.far_ts holds a value .*column 'tz'"):
         postgres.run(lambda conn: read_table(conn, schema="public", table="far_ts"))
 
 
@@ -356,6 +374,20 @@ def test_infinite_interval_reads_as_the_largest_and_smallest_values(
     got = read.sort_values("id")["v"].tolist()
     largest = pd.Timedelta(np.timedelta64(2**63 - 1, "us"))
     assert got[:3] == [largest, -largest, pd.Timedelta(days=1)] and got[3] is pd.NaT
+
+
+def test_an_interval_longer_than_timedelta_holds_fails_naming_its_column(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute(
+        "CREATE TABLE long_i (id int, v interval); INSERT INTO long_i VALUES (1, '178000000 years')"
+    )
+    with pytest.raises(TableMismatchError, match=r"public\.long_i holds a value .*column 'v'"):
+        postgres.run(lambda conn: read_table(conn, schema="public", table="long_i"))
+    read = postgres.run(
+        lambda conn: read_table(conn, schema="public", table="long_i", columns="id")
+    )
+    assert read["id"].tolist() == [1]
 
 
 def test_a_domain_over_a_domain_reads_as_its_base_type(
@@ -539,7 +571,7 @@ def test_a_value_pandas_cannot_hold_fails_naming_the_table(
     postgres: PostgresResource, db: Database
 ) -> None:
     db.execute("CREATE TABLE far (id int, d date); INSERT INTO far VALUES (1, '10000-01-01')")
-    with pytest.raises(TableMismatchError, match=r"table public\.far holds a value"):
+    with pytest.raises(TableMismatchError, match=r"table public\.far holds a value .*column 'd'"):
         postgres.run(lambda conn: read_table(conn, schema="public", table="far"))
     read = postgres.run(lambda conn: read_table(conn, schema="public", table="far", columns=["id"]))
     assert read["id"].tolist() == [1]
