@@ -119,6 +119,16 @@ class Watch:
 def test_sixteen_dagster_writers_share_four_server_connections(
     bouncer: PgBouncer, database_url: str, db: Database
 ) -> None:
+    # Each write holds its server connection 0.1 s at least (a statement trigger), so that
+    # the writers' transactions overlap whatever Dagster's own overhead per run.
+    db.execute(
+        "CREATE SCHEMA shop; CREATE TABLE shop.shared "
+        "(id bigint PRIMARY KEY, w bigint, r bigint, v text, x double precision);"
+        "CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$;"
+        "CREATE TRIGGER pause AFTER INSERT OR UPDATE ON shop.shared "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pause()"
+    )
     url = bouncer.url(database_url)
     barrier = threading.Barrier(WRITERS)
     errors: list[tuple[int, BaseException]] = []
