@@ -16,9 +16,12 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from .errors import ConfigurationError
+import asyncpg
+
+from .errors import ConfigurationError, translate_connect
 
 SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
 # libpq's URL parameters that asyncpg reads from the DSN itself ("database" is asyncpg's).
@@ -84,6 +87,9 @@ class ConnectionSettings:
     # The URL's user info, decoded (for a SQLAlchemy URL of the same database).
     user: str | None = None
     password: str | None = None
+    # One DSN per host when the URL's host part names several: libpq gives each host its
+    # own connect_timeout, where asyncpg's timeout covers them all.
+    host_dsns: tuple[str, ...] = ()
 
 
 def parse_url(raw: str) -> ConnectionSettings:
@@ -126,13 +132,54 @@ def parse_url(raw: str) -> ConnectionSettings:
         timeout = _number("connect_timeout", mapped["connect_timeout"], masked)
 
     auth = quote(user or "", safe="") + (":" + quote(password or "", safe="") if colon else "")
-    dsn = f"postgresql://{auth}{at}{hostspec}{path}"
-    if params:
-        dsn += "?" + urlencode(params)
+    # An empty database ("host/") is no database: asyncpg would take the user name for it
+    # and skip dbname= and PGDATABASE, which libpq reads.
+    path = "" if path == "/" else path
+    query_part = "?" + urlencode(params) if params else ""
+    dsn = f"postgresql://{auth}{at}{hostspec}{path}{query_part}"
+    hosts = hostspec.split(",")
+    host_dsns: tuple[str, ...] = ()
+    if len(hosts) > 1 and "host" not in params and "port" not in params:
+        host_dsns = tuple(f"postgresql://{auth}{at}{host}{path}{query_part}" for host in hosts)
     target = _target(hostspec, ports, params, unquote(path[1:]), user)
     return ConnectionSettings(
-        dsn, masked, target, timeout, settings, user, params.get("password", password)
+        dsn, masked, target, timeout, settings, user, params.get("password", password), host_dsns
     )
+
+
+# Failures after which libpq tries the URL's next host: it cannot be reached, is starting
+# or stopping, or does not fit target_session_attrs. A refused password is final.
+_NEXT_HOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TargetServerAttributeNotMatched,
+)
+
+
+async def connect_each_host(
+    settings: ConnectionSettings, timeout: float | None, **options: Any
+) -> asyncpg.Connection:
+    """Open a connection as libpq does: each of the URL's hosts in turn, each with its own
+    ``timeout`` (None: no limit); ``options`` go to ``asyncpg.connect``.
+
+    Raises:
+        DatabaseConnectionError: no host could be connected to (the last one's cause).
+        ConfigurationError: a TLS file asyncpg cannot use.
+    """
+    *others, last = settings.host_dsns or (settings.dsn,)
+    try:
+        for dsn in others:
+            try:
+                return await asyncpg.connect(dsn, timeout=timeout, **options)
+            except _NEXT_HOST:
+                continue
+        return await asyncpg.connect(last, timeout=timeout, **options)
+    except Exception as exc:
+        translated = translate_connect(exc, settings.target, timeout)
+        if translated is exc:
+            raise
+        raise translated from exc
 
 
 def masked_url(raw: object) -> str:

@@ -316,6 +316,13 @@ CONNECT_CAUSES: Sequence[tuple[type[BaseException], str, str]] = (
         "no host fits target_session_attrs",
         "check target_session_attrs and which host is the primary",
     ),
+    (
+        # PgBouncer refusing a startup parameter ("unsupported startup parameter: ...").
+        asyncpg.ProtocolViolationError,
+        "the server refused a connection parameter",
+        "if the URL reaches PgBouncer, set the resource's pgbouncer=True (PgBouncer refuses "
+        "the settings a connection sends at startup)",
+    ),
     (asyncpg.InterfaceError, "the driver failed", "check the URL's parameters"),
     (asyncpg.PostgresError, "the server refused the connection", "check the server's log"),
 )

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
-from asyncpg.transaction import Transaction
 from dagster import ConfigurableResource, EnvVar, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 from sqlalchemy import event
@@ -21,9 +20,10 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from .connection import ConnectionSettings, masked_url, parse_url
+from . import pgbouncer
+from .connection import ConnectionSettings, connect_each_host, masked_url, parse_url
 from .embedded import DEFAULT_DATA_DIR, embedded_database_url
-from .errors import ConfigurationError, DatabaseConnectionError, translate_connect
+from .errors import ConfigurationError
 
 T = TypeVar("T")
 
@@ -205,10 +205,16 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
                 malformed (the message names it, the URL masked).
         """
         if self._settings is None:
-            raw = self.url or os.environ.get("DATABASE_URL")
+            raw = self.url if self.url is not None else os.environ.get("DATABASE_URL")
             if isinstance(raw, EnvVar):  # the resource used outside a Dagster run
                 raw = raw.get_value()
-            if not raw:
+            if raw is not None and not raw.strip():
+                # An empty secret (one that failed to mount) must not mean "the embedded one".
+                raise ConfigurationError(
+                    "the database URL is empty (the resource's url, or DATABASE_URL): set it "
+                    "to a postgresql:// URL, or leave both unset to use the embedded PostgreSQL"
+                )
+            if raw is None:
                 raw = embedded_database_url(self.embedded_data_dir)
                 get_dagster_logger().info(
                     "No database URL configured (url / DATABASE_URL): using the embedded "
@@ -367,41 +373,14 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         timeout: float | None = self.connect_timeout
         if settings.connect_timeout is not None:
             timeout = settings.connect_timeout or None  # libpq: 0 waits forever
-        connection_class: type[asyncpg.Connection] = asyncpg.Connection
-        driver_options: dict[str, Any] = {}
-        per_transaction = ""
+        options: dict[str, Any] = {"command_timeout": self.command_timeout}
         if self.pgbouncer:
-            server_settings, per_transaction = _split_for_pgbouncer(server_settings, settings)
-            connection_class = _PerTransactionSettings
-            # asyncpg prepares unnamed statements when its cache is off, SQLAlchemy's too
-            # (prepare() without a name): nothing outlives the transaction on the server.
-            driver_options["statement_cache_size"] = 0
+            server_settings, per_transaction = pgbouncer.split_settings(server_settings, settings)
+            options.update(pgbouncer.connect_options(per_transaction))
+        options["server_settings"] = server_settings
 
         async def connect() -> asyncpg.Connection:
-            # The one place a failure to connect is translated: asyncpg reads the DSN itself.
-            try:
-                conn = await asyncpg.connect(
-                    settings.dsn,
-                    timeout=timeout,
-                    command_timeout=self.command_timeout,
-                    server_settings=server_settings,
-                    connection_class=connection_class,
-                    **driver_options,
-                )
-            except Exception as exc:
-                translated = translate_connect(exc, settings.target, timeout)
-                if "unsupported startup parameter" in str(exc) and not self.pgbouncer:
-                    translated = DatabaseConnectionError(
-                        f"cannot connect to PostgreSQL at {settings.target}: PgBouncer refused "
-                        f"a setting this resource sends at connect ({exc}): the URL reaches "
-                        "PgBouncer; set the resource's pgbouncer=True"
-                    )
-                if translated is exc:
-                    raise
-                raise translated from exc
-            if self.pgbouncer:  # (asyncpg's isinstance() holds for any of its connections)
-                conn.settings_sql = per_transaction
-            return conn
+            return await connect_each_host(settings, timeout, **options)
 
         if not self.pgbouncer:
             engine = create_async_engine("postgresql+asyncpg://", async_creator=connect, **pool)
@@ -416,70 +395,6 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
             engine = create_async_engine("postgresql+asyncpg://", creator=creator, **pool)
         event.listen(engine.sync_engine, "checkout", _replace_closed_connection)
         return engine
-
-
-# The startup parameters PgBouncer (1.18 on) passes on without an ignore_startup_parameters
-# entry, among those the resource sets; the rest go in each transaction.
-_PGBOUNCER_STARTUP = frozenset({"application_name"})
-
-
-def _split_for_pgbouncer(
-    server_settings: dict[str, str], settings: ConnectionSettings
-) -> tuple[dict[str, str], str]:
-    """The settings to send at connect behind PgBouncer, and the statement that sets the rest
-    for one transaction (simple protocol, one round trip). temp_buffers is left to the server:
-    PostgreSQL refuses to change it once the session has used a temporary table, and behind
-    PgBouncer the session is shared."""
-    if "temp_buffers" in settings.server_settings:
-        raise ConfigurationError(
-            f"the database URL {settings.masked!r} sets temp_buffers, which cannot be set "
-            "behind PgBouncer (pgbouncer=True): set it on the server or the role (ALTER ROLE "
-            "... SET temp_buffers = '256MB')"
-        )
-    startup = {k: v for k, v in server_settings.items() if k in _PGBOUNCER_STARTUP}
-    local = {
-        k: v
-        for k, v in server_settings.items()
-        if k not in _PGBOUNCER_STARTUP and k != "temp_buffers"
-    }
-    calls = ", ".join(f"set_config({_literal(k)}, {_literal(v)}, true)" for k, v in local.items())
-    return startup, f"SELECT {calls}" if calls else ""
-
-
-def _literal(value: str) -> str:
-    """A string constant, whatever standard_conforming_strings says."""
-    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-class _PerTransactionSettings(asyncpg.Connection):  # type: ignore[misc]
-    """An asyncpg connection that runs ``settings_sql`` right after each BEGIN (not after a
-    SAVEPOINT): behind PgBouncer in transaction mode the settings a session would keep
-    must be set again in every transaction, which alone keeps its server connection. Both
-    the package's transactions and SQLAlchemy's begin through ``transaction()``."""
-
-    settings_sql = ""
-
-    def transaction(
-        self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
-    ) -> Transaction:
-        self._check_open()
-        return _SettingsTransaction(self, isolation, readonly, deferrable)
-
-
-class _SettingsTransaction(Transaction):  # type: ignore[misc]
-    __slots__ = ()
-
-    async def start(self) -> None:
-        conn: _PerTransactionSettings = self._connection
-        outermost = not conn.is_in_transaction()
-        await super().start()
-        if outermost and conn.settings_sql:
-            try:
-                await conn.execute(conn.settings_sql)
-            except BaseException as exc:
-                # Roll back the BEGIN (this works inside and outside `async with`).
-                await self.__aexit__(type(exc), exc, exc.__traceback__)
-                raise
 
 
 async def _cancel(which: Callable[[asyncio.Task[Any]], bool]) -> None:

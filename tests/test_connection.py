@@ -156,6 +156,29 @@ def test_pg_environment_variables_fill_what_the_url_leaves_out(
     assert _session("postgresql://")["user"] == ROLE
 
 
+def test_an_empty_database_path_takes_dbname_or_pgdatabase(
+    server: PasswordServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``host/`` names no database: libpq then reads ``dbname=`` and ``PGDATABASE`` (asyncpg
+    alone would take the user name)."""
+    base = f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{server.port}/"
+    assert _session(f"{base}?dbname={DB}")["db"] == DB
+    monkeypatch.setenv("PGDATABASE", DB)
+    assert _session(base)["db"] == DB
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_url_is_refused_not_taken_for_the_embedded_server(
+    empty: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty secret (one that failed to mount) must not quietly mean "the embedded
+    server"; only an unset URL does."""
+    for resource in (PostgresResource(url=empty), PostgresResource()):
+        monkeypatch.setenv("DATABASE_URL", empty)
+        with pytest.raises(ConfigurationError, match="the database URL is empty"):
+            resource.connection_settings()
+
+
 def test_pgpassfile_gives_the_password(
     server: PasswordServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

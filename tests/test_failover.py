@@ -354,15 +354,6 @@ def test_a_write_cut_by_the_failover_leaves_nothing_partial(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "asyncpg's connect timeout covers all of the URL's hosts: an old primary whose "
-        "address accepts and never answers uses up connect_timeout, and the new primary is "
-        "never tried (libpq gives each host its own connect_timeout); needs the per-host "
-        "connect proposed for resources/resource.py and resources/connection.py"
-    ),
-)
 def test_a_hung_old_primary_does_not_block_the_failover(pair: StandbyPair) -> None:
     """The old primary's address still accepts connections but nothing answers (a hung
     server, a proxy in front of a dead one): the next write must still reach the new
