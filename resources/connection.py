@@ -102,6 +102,7 @@ def parse_url(raw: str) -> ConnectionSettings:
         ConfigurationError: another scheme, an unknown parameter, or a malformed value;
             the message names it and shows the URL masked.
     """
+    raw = keyword_url(raw) or raw
     masked = masked_url(raw)
     parts = _split(raw)
     if parts is None:
@@ -189,7 +190,7 @@ def masked_url(raw: object) -> str:
         env_name = getattr(raw, "env_var_name", None)
         if env_name:  # an EnvVar refuses str(): show its name, as Dagster does
             return f"EnvVar({env_name!r})"
-        text = str(raw)
+        text = keyword_url(str(raw)) or str(raw)
         parts = _split(text)
         if parts is None:
             scheme = text.split("://", 1)[0] if "://" in text else "?"
@@ -208,6 +209,26 @@ def masked_url(raw: object) -> str:
         return shown
     except Exception:
         return "<database URL hidden>"
+
+
+# libpq's keyword/value form: `host=db port=5432 dbname=shop password='a b\'c'`.
+_KEYWORD_PAIR = re.compile(r"\s*(\w+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|((?:[^\s'\\]|\\.)*))")
+
+
+def keyword_url(raw: str) -> str | None:
+    """The URL of a libpq keyword/value connection string (every keyword a URL parameter,
+    percent-encoded); None when ``raw`` is not one (a URL, or text that cannot be read)."""
+    if "://" in raw or not re.match(r"\s*\w+\s*=", raw):
+        return None
+    pairs, at, text = [], 0, raw.rstrip()
+    while at < len(text):
+        match = _KEYWORD_PAIR.match(text, at)
+        if match is None or match.end() == at:
+            return None
+        keyword, quoted, bare = match.groups()
+        pairs.append((keyword, re.sub(r"\\(.)", r"\1", quoted if quoted is not None else bare)))
+        at = match.end()
+    return "postgresql://?" + urlencode(pairs, safe="", quote_via=quote)
 
 
 def _split(raw: str) -> tuple[str, str, str, str | None] | None:

@@ -156,6 +156,21 @@ def test_pg_environment_variables_fill_what_the_url_leaves_out(
     assert _session("postgresql://")["user"] == ROLE
 
 
+def test_libpq_keyword_value_strings_connect(server: PasswordServer) -> None:
+    """libpq's other form: ``keyword=value`` pairs, a value quoted with '' and \\' inside."""
+    conninfo = (
+        f"host=127.0.0.1 port={server.port} dbname={DB} user={ROLE} password='{PASSWORD}' "
+        "application_name='nightly \\'load\\'' connect_timeout=5"
+    )
+    settings = _session(conninfo)
+    assert (settings["db"], settings["user"]) == (DB, ROLE)
+    assert settings["application_name"] == "nightly 'load'"
+    resource = PostgresResource(url=conninfo)
+    assert PASSWORD not in repr(resource) and "password=***" in repr(resource)
+    with pytest.raises(ConfigurationError, match="did you mean 'dbname'"):
+        PostgresResource(url=f"host=127.0.0.1 dbnme={DB}").connection_settings()
+
+
 def test_an_empty_database_path_takes_dbname_or_pgdatabase(
     server: PasswordServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
