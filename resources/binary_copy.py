@@ -125,6 +125,8 @@ class BinaryCopyDecoder:
         return await asyncio.to_thread(self._decode, rest, block)
 
     def _decode(self, rest: _Rest, block: bytes) -> _Piece:
+        if rest.finished and block:
+            raise RuntimeError("the COPY output goes on after its end marker")
         parts, size = (*rest.parts, block), rest.size + len(block)
         if size < max(rest.needed, 1):
             return _Piece(None, replace(rest, parts=parts, size=size))
@@ -139,12 +141,17 @@ class BinaryCopyDecoder:
             if size < at:
                 return _Piece(None, replace(rest, parts=parts, size=size, needed=at))
         buffer = data[at:]
-        walked = _compiled().walk(buffer, self.widths, self.reverse)
-        rows, end, needed, fixed, fixed_at, lengths, starts = walked
+        rows, end, needed = _compiled().walk(buffer, len(self.columns))
         left = buffer[end:].tobytes()
+        if needed < 0 and left:
+            raise RuntimeError("the COPY output goes on after its end marker")
         after = _Rest((left,) if left else (), len(left), max(needed - end, 0), True, needed < 0)
         if not rows:
             return _Piece(None, after)
+        # Laid out once the rows are counted: arrays as large as the rows, whatever the bytes.
+        fixed, fixed_at, lengths, starts = _compiled().lay_out(
+            buffer, rows, self.widths, self.reverse
+        )
         arrays = []
         for i, (name, column) in enumerate(self.columns.items()):
             width = self.widths[i]
@@ -238,76 +245,91 @@ def _shifted(values: np.ndarray, shift: int, infinite: Mapping[int, int]) -> np.
 
 @dataclass(frozen=True)
 class _Kernels:
-    walk: Callable[
-        [np.ndarray, np.ndarray, np.ndarray],
-        tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    walk: Callable[[np.ndarray, int], tuple[int, int, int]]
+    lay_out: Callable[
+        [np.ndarray, int, np.ndarray, np.ndarray],
+        tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ]
     gather_variable: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @functools.cache
 def _compiled() -> _Kernels:
-    """The walks below, compiled (once per machine: numba caches them on disk)."""
+    """The loops below, compiled (once per machine: numba caches them on disk)."""
     import numba  # on the first read only: importing it takes 0.3 s that writes need not pay
+    from numba.extending import register_jitable
 
+    register_jitable(_int32)  # callable from the compiled loops
     jit = numba.njit(nogil=True, cache=True)
-    return _Kernels(jit(_walk), jit(_gather_variable))
+    return _Kernels(jit(_walk), jit(_lay_out), jit(_gather_variable))
 
 
-def _walk(
-    buffer: np.ndarray, widths: np.ndarray, reverse: np.ndarray
-) -> tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One pass over the whole rows at the start of ``buffer``: each fixed-width column's
-    values side by side in ``fixed`` (from ``fixed_at[column]``; bytes reversed where
-    ``reverse`` says; zeros for NULL), each field's length (-1: NULL), and where each value
-    of any length starts. Also the rows, the bytes they span, and the bytes needed to finish
-    the next row as far as known (-1 when the end marker came instead)."""
-    columns = len(widths)
+def _int32(buffer: np.ndarray, at: int) -> int:
+    """The big-endian signed int32 at ``at``."""
+    value = (
+        (np.int64(buffer[at]) << 24)
+        | (np.int64(buffer[at + 1]) << 16)
+        | (np.int64(buffer[at + 2]) << 8)
+        | np.int64(buffer[at + 3])
+    )
+    return int(value - (1 << 32) if value >= 1 << 31 else value)
+
+
+def _walk(buffer: np.ndarray, columns: int) -> tuple[int, int, int]:
+    """The whole rows at the start of ``buffer``: how many, the bytes they span, and the
+    bytes needed to finish the next row as far as known (-1 when the end marker came)."""
     size = len(buffer)
-    capacity = size // (2 + 4 * columns) + 1
+    rows = 0
+    at = 0
+    while at + 2 <= size:
+        count = (np.int64(buffer[at]) << 8) | np.int64(buffer[at + 1])
+        if count == 0xFFFF:
+            return rows, at + 2, -1
+        if count != columns:
+            raise RuntimeError("a COPY row has another number of fields than columns asked")
+        field = at + 2
+        for _ in range(columns):
+            if field + 4 > size:
+                return rows, at, field + 4
+            length = _int32(buffer, field)
+            if length < -1:
+                raise RuntimeError("a COPY field has a negative length")
+            field += 4 + max(length, 0)
+            if field > size:
+                return rows, at, field
+        rows += 1
+        at = field
+    return rows, at, at + 2
+
+
+def _lay_out(
+    buffer: np.ndarray, rows: int, widths: np.ndarray, reverse: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``rows`` whole rows at the start of ``buffer`` (as :func:`_walk` found them):
+    each fixed-width column's values side by side in ``fixed``, from ``fixed_at[column]``
+    (bytes reversed where ``reverse`` says; zeros for NULL); each field's length (-1: NULL);
+    and where each value of any length starts."""
+    columns = len(widths)
     fixed_at = np.zeros(columns, np.int64)
     total = 0
     for column in range(columns):
         fixed_at[column] = total
-        total += capacity * max(widths[column], 0)
+        total += rows * max(widths[column], 0)
     fixed = np.zeros(total, np.uint8)
-    lengths = np.empty((columns, capacity), np.int32)
-    starts = np.empty((columns, capacity), np.int64)
-    rows = 0
+    lengths = np.empty((columns, rows), np.int32)
+    starts = np.empty((columns, rows), np.int64)
     at = 0
-    needed = 0
-    while at + 2 <= size:
-        count = (np.int64(buffer[at]) << 8) | np.int64(buffer[at + 1])
-        if count == 0xFFFF:
-            return rows, at + 2, -1, fixed, fixed_at, lengths, starts
-        if count != columns:
-            raise RuntimeError("a COPY row has another number of fields than columns asked")
+    for row in range(rows):
         field = at + 2
-        complete = True
         for column in range(columns):
-            if field + 4 > size:
-                needed = field + 4
-                complete = False
-                break
-            length = int(
-                (np.int64(buffer[field]) << 24)
-                | (np.int64(buffer[field + 1]) << 16)
-                | (np.int64(buffer[field + 2]) << 8)
-                | np.int64(buffer[field + 3])
-            )
-            if length >= 1 << 31:
-                length -= 1 << 32
+            length = _int32(buffer, field)
             field += 4
-            if length > 0 and field + length > size:
-                needed = field + length
-                complete = False
-                break
-            lengths[column, rows] = length
+            lengths[column, row] = length
             width = widths[column]
             if width < 0:
-                starts[column, rows] = field
+                starts[column, row] = field
             elif length == width:
-                out = fixed_at[column] + rows * width
+                out = fixed_at[column] + row * width
                 if reverse[column]:
                     for byte in range(width):
                         fixed[out + byte] = buffer[field + width - 1 - byte]
@@ -317,11 +339,8 @@ def _walk(
             elif length != -1:
                 raise RuntimeError("a COPY value is not as wide as its column's type")
             field += max(length, 0)
-        if not complete:
-            break
-        rows += 1
         at = field
-    return rows, at, needed, fixed, fixed_at, lengths, starts
+    return fixed, fixed_at, lengths, starts
 
 
 def _gather_variable(

@@ -77,7 +77,7 @@ class ConnectionSettings:
     """A database URL split into what asyncpg reads (``dsn``, which holds the password:
     never show it) and the libpq parameters asyncpg lacks."""
 
-    dsn: str
+    dsn: str = field(repr=False)
     masked: str
     target: Target
     # connect_timeout in seconds as the URL gives it: None, not given; 0, no limit.
@@ -86,10 +86,10 @@ class ConnectionSettings:
     server_settings: dict[str, str] = field(default_factory=dict)
     # The URL's user info, decoded (for a SQLAlchemy URL of the same database).
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     # One DSN per host when the URL's host part names several: libpq gives each host its
     # own connect_timeout, where asyncpg's timeout covers them all.
-    host_dsns: tuple[str, ...] = ()
+    host_dsns: tuple[str, ...] = field(default=(), repr=False)
 
 
 def parse_url(raw: str) -> ConnectionSettings:
@@ -136,16 +136,40 @@ def parse_url(raw: str) -> ConnectionSettings:
     # An empty database ("host/") is no database: asyncpg would take the user name for it
     # and skip dbname= and PGDATABASE, which libpq reads.
     path = "" if path == "/" else path
-    query_part = "?" + urlencode(params) if params else ""
-    dsn = f"postgresql://{auth}{at}{hostspec}{path}{query_part}"
-    hosts = hostspec.split(",")
-    host_dsns: tuple[str, ...] = ()
-    if len(hosts) > 1 and "host" not in params and "port" not in params:
-        host_dsns = tuple(f"postgresql://{auth}{at}{host}{path}{query_part}" for host in hosts)
+    dsn = f"postgresql://{auth}{at}{hostspec}{path}" + ("?" + urlencode(params) if params else "")
     target = _target(hostspec, ports, params, unquote(path[1:]), user)
     return ConnectionSettings(
-        dsn, masked, target, timeout, settings, user, params.get("password", password), host_dsns
+        dsn,
+        masked,
+        target,
+        timeout,
+        settings,
+        user or params.get("user"),
+        params.get("password", password),
+        _host_dsns(f"postgresql://{auth}{at}", hostspec, path, params),
     )
+
+
+def _host_dsns(start: str, hostspec: str, path: str, params: dict[str, str]) -> tuple[str, ...]:
+    """One DSN per host when the URL names several (in its host part or in ``host=``), each
+    with its port; none for one host, and none for ``prefer-standby``, which asyncpg must
+    see whole (it takes any host only once none of them is a standby)."""
+    attrs = params.get("target_session_attrs", os.environ.get("PGTARGETSESSIONATTRS", ""))
+    in_query = "host" in params
+    hosts = (params["host"] if in_query else hostspec).split(",")
+    if len(hosts) < 2 or attrs == "prefer-standby":
+        return ()
+    ports = params.get("port", "").split(",")
+    dsns = []
+    for i, host in enumerate(hosts):
+        one = dict(params)
+        if in_query:
+            one["host"] = host
+        if len(ports) > 1:
+            one["port"] = ports[i]
+        query = "?" + urlencode(one) if one else ""
+        dsns.append(f"{start}{hostspec if in_query else host}{path}{query}")
+    return tuple(dsns)
 
 
 # Failures after which libpq tries the URL's next host: it cannot be reached, is starting
@@ -193,8 +217,11 @@ def masked_url(raw: object) -> str:
         text = keyword_url(str(raw)) or str(raw)
         parts = _split(text)
         if parts is None:
-            scheme = text.split("://", 1)[0] if "://" in text else "?"
-            return f"{scheme[:30]}://***"
+            scheme = text.split("://", 1)[0]
+            # Only a scheme is shown: what precedes '://' may be part of a password.
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,29}", scheme):
+                scheme = "?"
+            return f"{scheme}://***"
         scheme, netloc, path, query = parts
         userinfo, at, hostspec = netloc.rpartition("@")
         user, colon, _ = userinfo.partition(":")
@@ -203,7 +230,8 @@ def masked_url(raw: object) -> str:
             pieces = []
             for piece in query.split("&"):
                 key, eq, _ = piece.partition("=")
-                secret = unquote(key) in SECRET_PARAMETERS or not eq
+                # An unknown key may be a misspelt password (pasword=...).
+                secret = unquote(key) in SECRET_PARAMETERS or unquote(key) not in PARAMETERS
                 pieces.append(f"{key}=***" if secret and eq else (piece if eq else "***"))
             shown += "?" + "&".join(pieces)
         return shown

@@ -191,8 +191,9 @@ async def read_table(
 ) -> pd.DataFrame:
     """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into a DataFrame.
 
-    The rows travel as ``COPY (SELECT ...) TO STDOUT`` and are decoded by Arrow with the
-    table's column types (see the README's type table), in one read-only transaction.
+    The rows travel as ``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` and are decoded into
+    Arrow with the table's column types (see the README's type table), in one read-only
+    transaction.
 
     Raises:
         TableMismatchError: the table or a requested column does not exist.

@@ -131,7 +131,7 @@ _NULLABLE_PANDAS: Mapping[pa.DataType, Any] = {
 }
 
 # Types whose text or bytes become one Python object per value.
-_FROM_TEXT: Mapping[str, Callable[[Any], Any]] = {
+_TO_PYTHON: Mapping[str, Callable[[Any], Any]] = {
     "decimal": decimal.Decimal,
     "uuid": lambda value: uuid.UUID(bytes=value),
     "json": json.loads,
@@ -165,7 +165,7 @@ def _to_pandas(column: pa.ChunkedArray, stored: Column) -> pd.Series:
         return pd.Series(column.to_pandas(types_mapper=mapper))
     if decode == "time":
         return pd.Series(column.to_pandas(), dtype=object)
-    parse = _FROM_TEXT.get(decode)
+    parse = _TO_PYTHON.get(decode)
     if parse is not None:
         values = [None if v is None else parse(v) for c in column.chunks for v in c.to_pylist()]
         return pd.Series(values, dtype=object)

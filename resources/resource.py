@@ -207,7 +207,12 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         if self._settings is None:
             raw = self.url if self.url is not None else os.environ.get("DATABASE_URL")
             if isinstance(raw, EnvVar):  # the resource used outside a Dagster run
-                raw = raw.get_value()
+                name, raw = raw.env_var_name, raw.get_value()
+                if raw is None:
+                    raise ConfigurationError(
+                        f"the environment variable {name} (the resource's url) is not set: "
+                        "set it, or leave url out to use DATABASE_URL or the embedded PostgreSQL"
+                    )
             if raw is not None and not raw.strip():
                 # An empty secret (one that failed to mount) must not mean "the embedded one".
                 raise ConfigurationError(

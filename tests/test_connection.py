@@ -15,9 +15,11 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
+from dagster import EnvVar
 from sqlalchemy import text
 
 from resources import (
@@ -169,6 +171,49 @@ def test_libpq_keyword_value_strings_connect(server: PasswordServer) -> None:
     assert PASSWORD not in repr(resource) and "password=***" in repr(resource)
     with pytest.raises(ConfigurationError, match="did you mean 'dbname'"):
         PostgresResource(url=f"host=127.0.0.1 dbnme={DB}").connection_settings()
+
+
+def _host_and_port(dsn: str) -> tuple[str | None, str]:
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    return query.get("host", [parts.hostname])[0], query.get("port", [str(parts.port)])[0]
+
+
+def test_each_host_gets_its_own_connection_attempt_in_every_url_form() -> None:
+    """Hosts in the host part, in host= (with one port each), or in a keyword/value string
+    are tried one by one (each with its own connect_timeout); prefer-standby is left to
+    asyncpg, which takes any host only once none is a standby."""
+    forms = (
+        "postgresql://u:pw@a:1,b:2/db",
+        "postgresql://u:pw@/db?host=a,b&port=1,2",
+        "host=a,b port=1,2 user=u password=pw dbname=db",
+    )
+    for url in forms:
+        dsns = parse_url(url).host_dsns
+        assert [_host_and_port(dsn) for dsn in dsns] == [("a", "1"), ("b", "2")]
+        assert all(urlsplit(dsn).password == "pw" or "password=pw" in dsn for dsn in dsns)
+        joiner = " " if "://" not in url else "&" if "?" in url else "?"
+        assert parse_url(f"{url}{joiner}target_session_attrs=prefer-standby").host_dsns == ()
+    assert parse_url("postgresql://u@a/db").host_dsns == ()
+    # The keyword form's user reaches the SQLAlchemy URL too.
+    assert PostgresResource(url="host=a user=bob dbname=x").database_url().username == "bob"
+
+
+def test_no_fragment_of_a_password_in_urls_that_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for url, secret in (
+        ("host=db user=u password=se://cret", "se:"),
+        ("password=hunter2x dbname=postgresql://x", "hunter2x"),
+        ("postgresql://u@db/x?pasword=hunter2x", "hunter2x"),
+    ):
+        with pytest.raises(ConfigurationError) as failure:
+            PostgresResource(url=url).connection_settings()
+        assert secret not in str(failure.value) and secret not in repr(PostgresResource(url=url))
+    monkeypatch.delenv("NO_SUCH_URL_VARIABLE", raising=False)
+    unset = PostgresResource(url=EnvVar("NO_SUCH_URL_VARIABLE"))
+    with pytest.raises(ConfigurationError, match=r"NO_SUCH_URL_VARIABLE .* is not set"):
+        unset.connection_settings()
 
 
 def test_an_empty_database_path_takes_dbname_or_pgdatabase(

@@ -79,8 +79,9 @@ def writer_frame(w: int, round_: int) -> pd.DataFrame:
 
 
 class Watch:
-    """Samples, every 20 ms while the writers run, the server's backends in the test database
-    (straight to the server, not through PgBouncer) and, every 10th sample, PgBouncer's pool."""
+    """Samples, every 20 ms while the writers run, the server's backends that serve the
+    writers (straight to the server, not through PgBouncer) and, every 10th sample,
+    PgBouncer's pool."""
 
     def __init__(self, database_url: str, bouncer: PgBouncer) -> None:
         self.database_url, self.bouncer = database_url, bouncer
@@ -95,9 +96,12 @@ class Watch:
         try:
             while not self.stop.is_set():
                 self.backends.append(
+                    # PgBouncer's server connections carry the application_name of the
+                    # writer last linked to them (only writers use PgBouncer here); the
+                    # test's own connections to the database are not counted.
                     await conn.fetchval(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                        "current_database() AND pid <> pg_backend_pid()"
+                        "current_database() AND application_name LIKE 'writer-%'"
                     )
                 )
                 if len(self.backends) % 10 == 0:
