@@ -7,6 +7,7 @@ module runs the query and turns the decoded table into the frame (:func:`to_pand
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import json
 import uuid
@@ -48,38 +49,46 @@ async def read_frame(
         TableMismatchError: the table or a requested column does not exist.
     """
     nested = driver.is_in_transaction()
-    async with driver.transaction(readonly=True):
-        catalog = await read_catalog(driver, schema, table)
-        if catalog.table is None:
-            raise TableNotFoundError(
-                f"table {schema}.{table} does not exist: materialize the asset that writes it first"
-            )
-        stored = catalog.table.columns
-        asked = [columns] if isinstance(columns, str) else columns
-        names = list(stored if asked is None else asked)
-        if not names:
-            raise TableMismatchError(
-                f"the read of table {schema}.{table} asks for no column (columns: []): leave "
-                "the input's 'columns' metadata out to read every column"
-            )
-        missing = [name for name in names if name not in stored]
-        if missing:
-            raise TableMismatchError(
-                f"columns {missing} are not in table {schema}.{table}, which has "
-                f"{list(stored)}: ask for columns it has (the input's 'columns' metadata)"
-            )
-        selected = {name: stored[name] for name in names}
-        query, params = read_query(schema, table, selected, partition, stored)
-        decoder = BinaryCopyDecoder({n: read_type(c.type) for n, c in selected.items()})
-        try:
+    decoder: BinaryCopyDecoder | None = None
+    try:
+        async with driver.transaction(readonly=True):
+            catalog = await read_catalog(driver, schema, table)
+            if catalog.table is None:
+                raise TableNotFoundError(
+                    f"table {schema}.{table} does not exist: materialize the asset that writes "
+                    "it first"
+                )
+            stored = catalog.table.columns
+            asked = [columns] if isinstance(columns, str) else columns
+            names = list(stored if asked is None else asked)
+            if not names:
+                raise TableMismatchError(
+                    f"the read of table {schema}.{table} asks for no column (columns: []): leave "
+                    "the input's 'columns' metadata out to read every column"
+                )
+            missing = [name for name in names if name not in stored]
+            if missing:
+                raise TableMismatchError(
+                    f"columns {missing} are not in table {schema}.{table}, which has "
+                    f"{list(stored)}: ask for columns it has (the input's 'columns' metadata)"
+                )
+            selected = {name: stored[name] for name in names}
+            query, params = read_query(schema, table, selected, partition, stored)
+            decoder = BinaryCopyDecoder({n: read_type(c.type) for n, c in selected.items()})
             status = await driver.copy_from_query(
                 query, *params, output=decoder.feed, format="binary"
             )
-        except BaseException:
+            if nested:
+                await restore_settings(driver, catalog)
+    except BaseException as exc:
+        if decoder is not None:
             await decoder.close()
-            raise
-        if nested:
-            await restore_settings(driver, catalog)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() and not isinstance(exc, asyncio.CancelledError):
+            # asyncpg may fail a COPY it is cancelling with an InternalClientError ("cannot
+            # switch to state 15") and close the connection: what happened is the cancel.
+            raise asyncio.CancelledError from exc
+        raise
     try:
         return to_pandas(await decoder.table(rows=sql.affected(status)), selected)
     except ValueError as exc:

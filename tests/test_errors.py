@@ -33,6 +33,7 @@ from resources import (
     read_table,
 )
 from resources.errors import Operation, translate
+from resources.read import read_frame
 
 from .conftest import Database
 
@@ -441,3 +442,39 @@ def test_our_own_errors_are_not_raised_from_themselves(
     assert message in str(err)
     assert err.__cause__ is None
     assert db.snapshot(NAME) == before
+
+
+# ---- a read cancelled in the middle of its COPY ---------------------------------------------
+
+
+def test_a_read_cancelled_mid_copy_raises_cancelled_error(database_url: str, db: Database) -> None:
+    """Cancelling a read while the COPY runs is a cancel, whatever state asyncpg leaves the
+    connection in (it may fail the COPY with an InternalClientError and close it)."""
+    db.execute(
+        "CREATE TABLE big AS"
+        " SELECT g AS a, repeat('x', 100) AS b FROM generate_series(1, 1500000) g"
+    )
+
+    async def cancel_reads() -> list[str]:
+        outcomes = []
+        conn = await asyncpg.connect(database_url)
+        try:
+            for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4):
+                task = asyncio.ensure_future(read_frame(conn, schema="public", table="big"))
+                await asyncio.sleep(delay)
+                task.cancel()
+                try:
+                    await task
+                    outcomes.append("finished")
+                except asyncio.CancelledError:
+                    outcomes.append("cancelled")
+                except Exception as exc:
+                    outcomes.append(type(exc).__name__)
+                if conn.is_closed():
+                    conn = await asyncpg.connect(database_url)
+        finally:
+            await conn.close()
+        return outcomes
+
+    outcomes = asyncio.run(cancel_reads())
+    assert set(outcomes) <= {"cancelled", "finished"} and "cancelled" in outcomes, outcomes
