@@ -1,5 +1,5 @@
-"""COPY-upsert a pandas DataFrame into PostgreSQL, and read tables back: the entry points of
-the core, which has no Dagster in it.
+"""COPY-upsert a DataFrame (pandas, polars, Arrow, or a stream of them) into PostgreSQL, and
+read tables back: the entry points of the core, which has no Dagster in it.
 
 A write reads the catalog once, plans its steps (:mod:`resources.plan`, pure), and carries
 them out (:mod:`resources.write`) inside one explicit transaction on the asyncpg connection
@@ -21,20 +21,22 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import asyncpg
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import plan as planner
 from . import read, sql, write
-from .catalog import read_catalog, restore_settings
+from .catalog import Column, read_catalog, restore_settings
 from .errors import ConfigurationError, Operation, translate
-from .frame import PreparedFrame, prepare_frame
+from .frame import ArrowFrame, PreparedFrame, prepare_frame
+from .handlers import handler_for_input, to_arrow
 from .options import (
     Duplicates,
     KeySlice,
@@ -47,6 +49,7 @@ from .options import (
 )
 
 __all__ = [
+    "ArrowFrame",
     "Duplicates",
     "KeySlice",
     "OnConflict",
@@ -56,6 +59,7 @@ __all__ = [
     "WritePlan",
     "WriteResult",
     "copy_upsert",
+    "read_arrow",
     "read_table",
 ]
 
@@ -70,7 +74,7 @@ _RETRIED = (
 
 async def copy_upsert(
     conn: AsyncConnection,
-    frame: pd.DataFrame,
+    frame: object,
     *,
     schema: str,
     table: str,
@@ -88,7 +92,10 @@ async def copy_upsert(
 
     Args:
         conn: a SQLAlchemy async connection on the asyncpg driver.
-        frame: the rows to write; its column labels are the column names.
+        frame: the rows to write: a pandas or polars DataFrame, a polars LazyFrame, a
+            pyarrow Table or RecordBatchReader, an object with ``__arrow_c_stream__``, an
+            iterator of these (one frame in chunks), or an :class:`ArrowFrame`. Its column
+            labels are the column names.
         schema: the target table's schema.
         table: the target table.
         plan: how to write; see :class:`WritePlan`.
@@ -97,7 +104,8 @@ async def copy_upsert(
         progress: called with a line of text every few seconds while rows are copied, and
             at the start and end of the merge (the IO manager logs them to the run).
         retries: how many times a write that lost a deadlock or a serialization conflict
-            is run again (after 0.2 s, 0.4 s, 0.8 s, ...) before it fails.
+            is run again (after 0.2 s, 0.4 s, 0.8 s, ...) before it fails. A stream that
+            can be read only once (an iterator, a reader) is not run again.
         owner: the one writer of the table (the IO manager passes the asset key, or
             ``op X output Y``); None (default): no check, no record. The table's comment
             records it as a last line ``dagster-copy-upsert owner: <owner>`` (the user's
@@ -110,7 +118,9 @@ async def copy_upsert(
         WritePlanError, FrameError, TableMismatchError, DatabaseError: nothing was written.
     """
     sql.qualified(schema, table)
-    prepared = prepare_frame(frame, plan, partition)
+    prepared = prepare_frame(
+        frame if isinstance(frame, ArrowFrame) else to_arrow(frame), plan, partition
+    )
     driver = await driver_connection(conn)
     operation = Operation("write", f"{schema}.{table}", plan.write_mode, retries)
     nested = driver.is_in_transaction()
@@ -121,7 +131,7 @@ async def copy_upsert(
                     driver, prepared, schema, table, plan, partition, progress, nested, owner
                 )
         except Exception as exc:
-            if isinstance(exc, _RETRIED) and attempt < retries:
+            if isinstance(exc, _RETRIED) and attempt < retries and prepared.source.replayable:
                 progress(f"retrying the write to {schema}.{table} after: {exc}")
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
@@ -188,21 +198,42 @@ async def read_table(
     table: str,
     columns: Sequence[str] | None = None,
     partition: Sequence[PartitionSlice] = (),
-) -> pd.DataFrame:
-    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into a DataFrame.
+    as_type: Any = pd.DataFrame,
+) -> Any:
+    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) as ``as_type``:
+    ``pandas.DataFrame`` (default), ``polars.DataFrame``, ``polars.LazyFrame`` or
+    ``pyarrow.Table``.
 
     The rows travel as ``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` and are decoded into
     Arrow with the table's column types (see the README's type table), in one read-only
-    transaction.
+    transaction; polars and Arrow reads never pass through pandas.
 
     Raises:
+        ConfigurationError: ``as_type`` is none of those, or its library is missing.
         TableMismatchError: the table or a requested column does not exist.
         DatabaseError: the server refused the read (a missing privilege, a timeout) or the
             connection was lost.
     """
+    handler = handler_for_input(as_type)
+    arrow, read_columns = await read_arrow(
+        conn, schema=schema, table=table, columns=columns, partition=partition
+    )
+    return read.convert(handler, arrow, read_columns, f"{schema}.{table}")
+
+
+async def read_arrow(
+    conn: AsyncConnection,
+    *,
+    schema: str,
+    table: str,
+    columns: Sequence[str] | None = None,
+    partition: Sequence[PartitionSlice] = (),
+) -> tuple[pa.Table, Mapping[str, Column]]:
+    """:func:`read_table`'s Arrow table, before a handler turns it into a frame, with the
+    catalog's description of each column read."""
     driver = await driver_connection(conn)
     try:
-        return await read.read_frame(
+        return await read.read_arrow(
             driver, schema=schema, table=table, columns=columns, partition=partition
         )
     except Exception as exc:

@@ -1,17 +1,14 @@
-"""The frame side of a write: a pandas DataFrame checked against the options, its Arrow
-schema and the PostgreSQL type of each column, and its binary COPY data, chunk by chunk."""
+"""The frame side of a write, in Arrow only: the rows a handler (:mod:`resources.handlers`)
+made of the asset's DataFrame, checked against the options, the PostgreSQL type of each
+column, and its binary COPY data, chunk by chunk."""
 
 from __future__ import annotations
 
-import decimal
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from types import UnionType
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pgpq import ArrowToPostgresBinaryEncoder
@@ -31,26 +28,89 @@ ROWS_PER_CHUNK = 65_536
 # and "keep_last". A frame may not have a column of this name.
 ROW_NUMBER_COLUMN = "copy_upsert_row_number"
 
+# A text column a handler marks as another PostgreSQL type: JSON text is sent as jsonb;
+# numbers as text are cast to numeric on the server, so each value keeps its own digits
+# (Arrow's decimal gives a whole column one scale, at most 76 digits and no NaN).
+TextAs = Literal["jsonb", "numeric"]
+
+
+@dataclass(frozen=True)
+class ArrowFrame:
+    """What a handler hands the core: the frame as Arrow record batches.
+
+    ``batches`` starts a pass over the rows; every batch has ``schema``'s columns (a column
+    of Arrow's null type in one batch may have the schema's type in another). ``rows`` is
+    None for a stream, whose length is known once it is copied; a stream that can be read
+    only once has ``replayable`` False, and its write is not retried.
+    """
+
+    schema: pa.Schema
+    batches: Callable[[], Iterable[pa.RecordBatch]]
+    rows: int | None
+    replayable: bool = True
+    text_as: Mapping[str, TextAs] = field(default_factory=dict)
+    # Whether a column's values ascend, and how many are NULL (None: not known before the
+    # rows are read, as for a stream).
+    ascending: Callable[[str], bool] | None = None
+    null_count: Callable[[str], int] | None = None
+
+    @classmethod
+    def from_table(cls, table: pa.Table, text_as: Mapping[str, TextAs] | None = None) -> ArrowFrame:
+        """An in-memory Arrow table."""
+        return cls(
+            schema=table.schema,
+            batches=table.to_batches,
+            rows=table.num_rows,
+            text_as=text_as or {},
+            ascending=lambda name: ascending(table.column(name)),
+            null_count=lambda name: table.column(name).null_count,
+        )
+
+    def with_constant(self, name: str, value: str) -> ArrowFrame:
+        """The frame with one more text column holding ``value`` in every row."""
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in self.batches():
+                constant = pa.array([value], pa.large_string()).take(
+                    np.zeros(batch.num_rows, dtype=np.int64)
+                )
+                yield batch.append_column(name, constant)
+
+        return replace(
+            self, schema=self.schema.append(pa.field(name, pa.large_string())), batches=batches
+        )
+
+
+def ascending(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether a column's values never decrease (a scan, no copy of the column)."""
+    if len(column) < 2 or column.null_count:
+        return len(column) < 2
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks > 1 else column.chunk(0)
+    try:
+        return bool(pc.all(pc.greater_equal(column[1:], column[:-1])).as_py())
+    except pa.ArrowNotImplementedError:  # a type without an order (bytes of a fixed size)
+        return False
+
 
 @dataclass(frozen=True)
 class PreparedFrame:
-    """A checked DataFrame (string column labels), the Arrow schema it is encoded with and
-    the PostgreSQL type each column has in that encoding. Nothing is converted until
-    :meth:`binary_copy_chunks` is iterated."""
+    """A checked frame, the Arrow schema it is encoded with and the PostgreSQL type each
+    column has in that encoding. Nothing is converted until :meth:`binary_copy_chunks` is
+    iterated."""
 
-    # The frame's columns, by name (taken once: each lookup in the frame builds a Series).
-    series: Mapping[str, pd.Series]
+    source: ArrowFrame
     schema: pa.Schema
     types: Mapping[str, PgType]
     # Columns NULL in every row: their values carry no type, so any column type takes them.
     null_columns: frozenset[str]
-    # Columns of dicts and lists, sent as JSON text.
-    json_columns: frozenset[str]
-    # Columns of decimal.Decimal values, sent as their text and cast to numeric on the
-    # server: Arrow would give the whole column one scale and at most 76 digits, and has no
-    # NaN or Infinity; numeric keeps each value's own digits.
+    # Columns of JSON text, sent as jsonb.
+    json_columns: frozenset[str] = frozenset()
+    # Columns of numbers as text, cast to numeric on the server (see TextAs).
     decimal_columns: frozenset[str] = frozenset()
-    # The rows are already in the order of a one-column key (a scan, no copy).
+    # The conflict target, whose values may not be NULL.
+    key: tuple[str, ...] = ()
+    # The rows are already in the order of a one-column key.
     in_key_order: bool = False
 
     @property
@@ -59,36 +119,47 @@ class PreparedFrame:
         return tuple(self.types)
 
     @property
-    def rows(self) -> int:
-        """The number of rows."""
-        return len(next(iter(self.series.values()), ()))
+    def rows(self) -> int | None:
+        """The number of rows; None for a stream, not counted until it is copied."""
+        return self.source.rows
 
     def batches(
         self, rows_per_chunk: int = ROWS_PER_CHUNK, *, numbered: bool = False
     ) -> Iterator[pa.RecordBatch]:
-        """Convert the frame to Arrow one chunk of rows at a time, so that no second full copy
-        of the data is ever held. ``numbered`` appends :data:`ROW_NUMBER_COLUMN`, each row's
-        position in the frame."""
+        """The rows in encodable Arrow, at most ``rows_per_chunk`` at a time, so that no
+        second full copy of the data is ever held. ``numbered`` appends
+        :data:`ROW_NUMBER_COLUMN`, each row's position in the frame."""
         schema = self._copy_schema(numbered)
-        total = self.rows
-        for start in range(0, total, rows_per_chunk):
-            stop = min(start + rows_per_chunk, total)
-            arrays = [
-                _column_to_arrow(
-                    _rows(self.series[field.name], start, stop), field, self._as_text(field.name)
-                )
-                for field in self.schema
-            ]
-            if numbered:
-                arrays.append(pa.array(np.arange(start, stop, dtype=np.int64)))
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        start = 0
+        for batch in self.source.batches():
+            self._check_chunk(batch, start)
+            for offset in range(0, batch.num_rows, rows_per_chunk):
+                piece = batch.slice(offset, rows_per_chunk)
+                arrays = [
+                    _encodable(piece.column(i), target) for i, target in enumerate(self.schema)
+                ]
+                if numbered:
+                    arrays.append(pa.array(np.arange(start, start + piece.num_rows)))
+                start += piece.num_rows
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
-    def _as_text(self, name: str) -> Callable[[Any], str] | None:
-        if name in self.json_columns:
-            return json.dumps
-        if name in self.decimal_columns:
-            return str
-        return None
+    def _check_chunk(self, batch: pa.RecordBatch, start: int) -> None:
+        if batch.schema.names != self.source.schema.names:
+            raise FrameError(
+                f"a chunk has columns {batch.schema.names}, the first had "
+                f"{self.source.schema.names}: every chunk of a frame needs the same columns"
+            )
+        for field_, given in zip(self.source.schema, batch.schema, strict=True):
+            if given.type != field_.type and not pa.types.is_null(given.type):
+                raise FrameError(
+                    f"column {field_.name!r} is {given.type} in a chunk from row {start}, but "
+                    f"{field_.type} in the first: give every chunk the same column types"
+                )
+        for name in self.key:
+            nulls = batch.column(name).null_count
+            if nulls:
+                first = start + int(pc.index(pc.is_null(batch.column(name)), True).as_py())
+                raise null_key_error(name, nulls, f" (the first in row {first})")
 
     def _copy_schema(self, numbered: bool) -> pa.Schema:
         if not numbered:
@@ -107,122 +178,99 @@ class PreparedFrame:
         yield 0, encoder.finish()
 
 
-def prepare_frame(
-    frame: pd.DataFrame, plan: WritePlan, partition: Sequence[PartitionSlice] = ()
-) -> PreparedFrame:
-    """Check the frame against the plan, and choose the Arrow type of every column and the
-    PostgreSQL type its binary encoding carries, without converting the data yet. Duplicate
-    keys are found on the server, so that no index of the keys is held in memory.
-
-    Raises:
-        FrameError: not a DataFrame, repeated or reserved column names, NULL keys, a dtype
-            that cannot be stored.
-        WritePlanError: an option names a column the frame lacks, or a name PostgreSQL
-            cannot hold.
-    """
-    if not isinstance(frame, pd.DataFrame):
-        raise FrameError(
-            f"expected a pandas DataFrame, got {type(frame).__name__}: return a DataFrame "
-            "from the asset"
-        )
-    frame = _with_index_columns(frame)
-    if not len(frame.columns):
-        raise FrameError(
-            f"the frame has no columns ({len(frame)} rows): return the columns to store; "
-            "nothing was written"
-        )
-    frame = _checked_labels(frame, plan, partition)
-    series = {str(name): column for name, column in frame.items()}
-    fields: list[pa.Field] = []
-    types: dict[str, PgType] = {}
-    null_columns: set[str] = set()
-    json_columns = {name for name, column in series.items() if _holds(column, dict | list)}
-    decimal_columns = {name for name, column in series.items() if _holds(column, decimal.Decimal)}
-    as_text = json_columns | decimal_columns
-    inferred_types = _inferred_types(frame.drop(columns=list(as_text)) if as_text else frame)
-    for name, column in series.items():
-        if name in as_text:
-            fields.append(pa.field(name, pa.large_string()))
-            types[name] = PgType("jsonb" if name in json_columns else "numeric")
-            continue
-        inferred = inferred_types[name]
-        # A frame without rows holds no value any column type could refuse.
-        if pa.types.is_null(inferred) or not len(frame):
-            null_columns.add(name)
-        fields.append(pa.field(name, _encodable_type(name, column, inferred)))
-        if isinstance(inferred, pa.UuidType):
-            # The binary format of uuid is its 16 bytes, as pgpq writes fixed-size binary.
-            types[name] = PgType("uuid")
-    schema = pa.schema(fields)
-    try:
-        encoder_columns = _encoder(schema, frozenset(json_columns)).schema().columns
-    except Exception as exc:
-        raise FrameError(f"cannot encode the frame for COPY: {exc}") from exc
-    for field, encoded_column in zip(schema, encoder_columns, strict=True):
-        if field.name not in types:
-            types[field.name] = _pg_type(field, encoded_column.data_type.ddl())
-    key = plan.conflict_target
-    return PreparedFrame(
-        series=series,
-        schema=schema,
-        types={field.name: types[field.name] for field in schema},
-        null_columns=frozenset(null_columns),
-        json_columns=frozenset(json_columns),
-        decimal_columns=frozenset(decimal_columns),
-        in_key_order=len(key) == 1 and bool(series[key[0]].is_monotonic_increasing),
+def null_key_error(column: str, nulls: int, where: str = "") -> FrameError:
+    """The error for NULL values in a conflict_target column."""
+    return FrameError(
+        f"conflict_target column {column!r} has {nulls} NULL value(s){where}; a key cannot be "
+        "NULL: fill or drop those rows"
     )
 
 
-def _with_index_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with its named index levels as leading columns, as ``reset_index()`` adds
-    them; unnamed levels (a default RangeIndex among them) are dropped."""
-    if isinstance(frame.columns, pd.MultiIndex):
-        raise FrameError(
-            f"the frame's columns are a MultiIndex ({list(frame.columns)[:3]}...), which has no "
-            "column names to store: flatten it first, e.g. frame.columns = "
-            "['_'.join(filter(None, map(str, c))) for c in frame.columns]"
-        )
-    named = [name for name in frame.index.names if name is not None]
-    if not named:
-        return frame
-    clashes = [str(name) for name in named if str(name) in {str(c) for c in frame.columns}]
-    if clashes:
-        raise FrameError(
-            f"index level {clashes[0]!r} has the name of a column, and named index levels are "
-            "stored as columns: rename one of them, or drop the index with "
-            "reset_index(drop=True)"
-        )
-    return frame.reset_index(level=named)
-
-
-def _checked_labels(
-    frame: pd.DataFrame, plan: WritePlan, partition: Sequence[PartitionSlice]
-) -> pd.DataFrame:
-    """The frame with string labels, checked against the plan's columns."""
-    names = [str(label) for label in frame.columns]
+def refuse_repeated_names(names: Sequence[str]) -> None:
+    """Refuse a frame whose columns repeat a name."""
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise FrameError(f"column names {repeated} appear more than once: rename them")
+
+
+def prepare_frame(
+    frame: ArrowFrame, plan: WritePlan, partition: Sequence[PartitionSlice] = ()
+) -> PreparedFrame:
+    """Check the frame against the plan, and choose the Arrow type of every column and the
+    PostgreSQL type its binary encoding carries, without converting the data yet. Duplicate
+    keys are found on the server, so that no index of the keys is held in memory; NULL keys
+    as the rows are copied, so that a stream is read once.
+
+    Raises:
+        FrameError: no columns, repeated or reserved column names, a type that cannot be
+            stored.
+        WritePlanError: an option names a column the frame lacks, or a name PostgreSQL
+            cannot hold.
+    """
+    names = frame.schema.names
+    if not names:
+        rows = "" if frame.rows is None else f" ({frame.rows} rows)"
+        raise FrameError(
+            f"the frame has no columns{rows}: return the columns to store; nothing was written"
+        )
+    _check_names(names, plan, partition)
+    null_count = frame.null_count
+    for column in plan.conflict_target if null_count is not None else ():
+        nulls = null_count(column)
+        if nulls:
+            raise null_key_error(column, nulls)
+    fields: list[pa.Field] = []
+    types: dict[str, PgType] = {}
+    for given in frame.schema:
+        as_text = frame.text_as.get(given.name)
+        if as_text is not None:
+            fields.append(pa.field(given.name, pa.large_string()))
+            types[given.name] = PgType(as_text)
+            continue
+        fields.append(pa.field(given.name, _encodable_type(given.type)))
+        if _is_uuid(given.type):
+            # The binary format of uuid is its 16 bytes, as pgpq writes fixed-size binary.
+            types[given.name] = PgType("uuid")
+    schema = pa.schema(fields)
+    json_columns = frozenset(n for n, t in frame.text_as.items() if t == "jsonb")
+    try:
+        encoder_columns = _encoder(schema, json_columns).schema().columns
+    except Exception as exc:
+        raise FrameError(f"cannot encode the frame for COPY: {exc}") from exc
+    for given, encodable, encoded in zip(frame.schema, schema, encoder_columns, strict=True):
+        if encodable.name not in types:
+            types[encodable.name] = _pg_type(given, encodable, encoded.data_type.ddl())
+    # A frame without rows holds no value any column type could refuse.
+    null_columns = frozenset(
+        f.name for f in frame.schema if pa.types.is_null(f.type) or frame.rows == 0
+    )
+    key = plan.conflict_target
+    return PreparedFrame(
+        source=frame,
+        schema=schema,
+        types={f.name: types[f.name] for f in schema},
+        null_columns=null_columns,
+        json_columns=json_columns,
+        decimal_columns=frozenset(n for n, t in frame.text_as.items() if t == "numeric"),
+        key=key,
+        in_key_order=len(key) == 1 and frame.ascending is not None and frame.ascending(key[0]),
+    )
+
+
+def _check_names(
+    names: Sequence[str], plan: WritePlan, partition: Sequence[PartitionSlice]
+) -> None:
+    refuse_repeated_names(names)
     for name in names:
         sql.quote_ident(name)
-    if names != list(frame.columns):
-        frame = frame.set_axis(names, axis="columns")
     _require_columns(names, "conflict_target", plan.conflict_target)
     _require_columns(names, "update_columns", plan.update_columns or ())
     _require_columns(names, "partition_expr", [s.column for s in partition])
-    for column in plan.conflict_target:
-        nulls = int(frame[column].isna().sum())
-        if nulls:
-            raise FrameError(
-                f"conflict_target column {column!r} has {nulls} NULL value(s); a key cannot be "
-                "NULL: fill or drop those rows"
-            )
     if plan.conflict_target and plan.duplicates != "error" and ROW_NUMBER_COLUMN in names:
         raise FrameError(
             f"column name {ROW_NUMBER_COLUMN!r} is reserved for resolving duplicate keys: "
             "rename the column"
         )
-    return frame
 
 
 def _require_columns(names: Sequence[str], option: str, wanted: Iterable[str]) -> None:
@@ -247,50 +295,16 @@ def _encoder(schema: pa.Schema, json_columns: frozenset[str]) -> ArrowToPostgres
     return ArrowToPostgresBinaryEncoder.new_with_encoders(schema, builders)
 
 
-def _rows(column: pd.Series, start: int, stop: int) -> pd.Series:
-    """Rows [start, stop) of a column; the column itself when that is all of it (slicing
-    costs more than converting a small frame)."""
-    return column if start == 0 and stop == len(column) else column.iloc[start:stop]
+def _is_uuid(arrow_type: pa.DataType) -> bool:
+    return isinstance(arrow_type, pa.UuidType)
 
 
-def _holds(column: pd.Series, kind: type | UnionType) -> bool:
-    """An object column whose first present value is of ``kind`` (dicts and lists: jsonb;
-    Decimals: numeric)."""
-    if column.dtype != object:
-        return False
-    # Stops at the first present value, usually the first row.
-    first = next((value for value in column.array if _present(value)), None)
-    return isinstance(first, kind)
-
-
-_INFERENCE_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
-
-
-def _inferred_types(frame: pd.DataFrame) -> dict[str, pa.DataType]:
-    """Arrow's type for every column, inferred in one pass; when that fails, column by
-    column, to name the one that cannot be stored."""
-    try:
-        schema = pa.Schema.from_pandas(frame, preserve_index=False)
-    except _INFERENCE_ERRORS:
-        for name in frame.columns:
-            try:
-                pa.Schema.from_pandas(frame[[name]], preserve_index=False)
-            except _INFERENCE_ERRORS as exc:
-                raise FrameError(
-                    f"column {name!r} has dtype {frame[name].dtype}, whose values cannot be "
-                    f"stored ({exc}): convert the column to a supported dtype (see the "
-                    "README's type table)"
-                ) from exc
-        raise
-    return {field.name: field.type for field in schema}
-
-
-def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa.DataType:
+def _encodable_type(arrow_type: pa.DataType) -> pa.DataType:
     """The closest type PostgreSQL's binary format (through pgpq) can carry."""
     if isinstance(arrow_type, pa.ExtensionType):
-        return _encodable_type(name, column, arrow_type.storage_type)
-    if pa.types.is_dictionary(arrow_type):
-        return _encodable_type(name, column, arrow_type.value_type)
+        return _encodable_type(arrow_type.storage_type)
+    if pa.types.is_dictionary(arrow_type):  # pandas' and polars' categoricals, polars' enums
+        return _encodable_type(arrow_type.value_type)
     if pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
         # PostgreSQL keeps microseconds; finer digits are rounded down (see the README).
         return pa.timestamp("us", tz=arrow_type.tz)
@@ -302,32 +316,29 @@ def _encodable_type(name: str, column: pd.Series, arrow_type: pa.DataType) -> pa
         return pa.float32()
     if pa.types.is_string(arrow_type) or pa.types.is_string_view(arrow_type):
         return pa.large_string()
+    if pa.types.is_binary_view(arrow_type):
+        return pa.large_binary()
     if pa.types.is_null(arrow_type):
         # Every value is NULL, so the encoded type never reaches the wire.
         return pa.large_string()
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return pa.large_list(_encodable_type(arrow_type.value_type))
     return arrow_type
 
 
-def _pg_type(field: pa.Field, encoded_as: str | None) -> PgType:
+def _pg_type(given: pa.Field, encodable: pa.Field, encoded_as: str | None) -> PgType:
     if encoded_as is None or encoded_as.startswith("userdefined"):
         raise FrameError(
-            f"column {field.name!r} has Arrow type {field.type}, which cannot be stored: "
-            "convert the column to a supported dtype (see the README's type table)"
+            f"column {given.name!r} has Arrow type {given.type}, which cannot be stored: "
+            "convert the column to a supported type (see the README's type table)"
         )
-    zoned = pa.types.is_timestamp(field.type) and field.type.tz is not None
+    zoned = pa.types.is_timestamp(encodable.type) and encodable.type.tz is not None
     return frame_type(encoded_as, zoned=zoned)
 
 
-def _column_to_arrow(
-    column: pd.Series, field: pa.Field, as_text: Callable[[Any], str] | None
-) -> pa.Array:
+def _encodable(array: pa.Array, field_: pa.Field) -> pa.Array:
+    """One column of a chunk in the field's encodable type."""
     try:
-        if as_text is not None:
-            array = pa.array(
-                [as_text(v) if _present(v) else None for v in column], type=pa.large_string()
-            )
-        else:
-            array = pa.array(column, from_pandas=True)
         if isinstance(array.type, pa.ExtensionType):
             array = array.storage
         if pa.types.is_dictionary(array.type):
@@ -335,33 +346,19 @@ def _column_to_arrow(
         if pa.types.is_timestamp(array.type) and array.type.unit == "ns":
             # Round down to whole microseconds, before and after 1970 alike.
             array = pc.floor_temporal(array, unit="microsecond")
-        if array.type != field.type:
+        if array.type != field_.type:
             array = pc.cast(
                 array,
-                options=pc.CastOptions(target_type=field.type, allow_time_truncate=True),
+                options=pc.CastOptions(target_type=field_.type, allow_time_truncate=True),
             )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise FrameError(
-            f"column {field.name!r} (dtype {column.dtype}) holds a value that cannot be stored "
-            f"as {field.type}: {exc}"
+            f"column {field_.name!r} ({array.type}) holds a value that cannot be stored as "
+            f"{field_.type}: {exc}"
         ) from exc
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if (
-        pa.types.is_large_string(array.type)
-        and as_text is None
-        and pc.any(pc.match_substring(array, "\x00")).as_py()
-    ):
+    if pa.types.is_large_string(array.type) and pc.any(pc.match_substring(array, "\x00")).as_py():
         raise FrameError(
-            f"column {field.name!r} holds text with a NUL byte (\\x00), which PostgreSQL text "
+            f"column {field_.name!r} holds text with a NUL byte (\\x00), which PostgreSQL text "
             "cannot store: remove it, or store the column as bytes"
         )
     return array
-
-
-def _present(value: Any) -> bool:
-    """Not a missing value. Decimal('NaN') is a value (numeric has NaN), though pandas counts
-    it missing."""
-    if value is None or isinstance(value, dict | list | decimal.Decimal):
-        return value is not None
-    return not bool(pd.isna(value))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 from dagster import (
     ConfigurableIOManager,
     InputContext,
@@ -14,8 +14,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from .core import WritePlan, copy_upsert, read_table
-from .errors import CopyUpsertError, FrameError, TableNotFoundError
+from .core import WritePlan, copy_upsert, read_arrow
+from .errors import CopyUpsertError, TableNotFoundError
+from .handlers import handler_for_input, to_arrow
 from .outputs import (
     PLAN_KEYS,
     RUN_ID_COLUMN,
@@ -31,6 +32,7 @@ from .outputs import (
     run_scoped,
     table_for,
 )
+from .read import convert
 from .resource import PostgresResource
 
 
@@ -105,15 +107,12 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         ),
     )
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
-        """Write the output's DataFrame and attach what the write did as output metadata."""
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        """Write the output's frame (pandas, polars, Arrow, or an iterator of frames) and
+        attach what the write did as output metadata."""
         label = output_label(context)
         try:
-            if not isinstance(obj, pd.DataFrame):
-                raise FrameError(
-                    f"returned {type(obj).__name__}, but this IO manager stores pandas "
-                    "DataFrames: return a DataFrame, or give the output another IO manager"
-                )
+            frame = to_arrow(obj)
             metadata = plain(context.definition_metadata)
             refuse_misspelled_keys(metadata)
             plan = WritePlan.from_options(
@@ -124,13 +123,13 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             schema, table = table_for(context, metadata, self.schema_)
             partition = partition_slices(context, metadata)
             owner = SHARED_OWNER if metadata.get("shared_table") else label
-            if run_scoped(context, metadata) and len(obj.columns):
+            if run_scoped(context, metadata) and frame.schema.names:
                 # (A frame without columns is refused as it is, with nothing to tag.)
-                obj = obj.assign(**{RUN_ID_COLUMN: context.run_id})
+                frame = frame.with_constant(RUN_ID_COLUMN, context.run_id)
             result = self.postgres.run(
                 lambda conn: copy_upsert(
                     conn,
-                    obj,
+                    frame,
                     schema=schema,
                     table=table,
                     plan=plan,
@@ -165,9 +164,10 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             }
         )
 
-    def load_input(self, context: InputContext) -> pd.DataFrame:
+    def load_input(self, context: InputContext) -> Any:
         """Read the upstream output's table (its partitions only, the ``columns`` input
-        metadata only) as a DataFrame.
+        metadata only) as the input's annotation says: ``pandas.DataFrame`` (or no
+        annotation), ``polars.DataFrame``, ``polars.LazyFrame`` or ``pyarrow.Table``.
 
         An input mapped to no partition of its upstream (the first partition of an asset
         that reads its own previous one) gets no rows: the table's columns, or no column if
@@ -179,6 +179,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         input_metadata = plain(context.definition_metadata)
         try:
             refuse_misspelled_keys(input_metadata, of_input=True)
+            handler = handler_for_input(context.dagster_type.typing_type)
         except CopyUpsertError as exc:
             raise exc.for_output(input_label(context)) from exc
         try:
@@ -194,18 +195,19 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             tagged = upstream is not None and run_scoped(upstream, upstream_metadata)
             if tagged and columns is not None:
                 columns = [*([columns] if isinstance(columns, str) else columns), RUN_ID_COLUMN]
-            frame = self.postgres.run(
-                lambda conn: read_table(
+            arrow, read_columns = self.postgres.run(
+                lambda conn: read_arrow(
                     conn, schema=schema, table=table, columns=columns, partition=partition
                 )
             )
             if tagged and upstream is not None:
-                check_run(frame, upstream.run_id, f"{schema}.{table}")
-                frame = frame.drop(columns=[RUN_ID_COLUMN])
-            return frame
+                arrow, read_columns = check_run(
+                    arrow, read_columns, upstream.run_id, f"{schema}.{table}"
+                )
+            return convert(handler, arrow, read_columns, f"{schema}.{table}")
         except TableNotFoundError as exc:
             if unmapped or reads_itself(context):
-                return pd.DataFrame()
+                return convert(handler, pa.table({}), {}, "")
             raise exc.for_output(label) from exc
         except CopyUpsertError as exc:
             raise exc.for_output(label) from exc

@@ -10,7 +10,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     DagsterInvariantViolationError,
     InputContext,
@@ -21,6 +22,7 @@ from dagster import (
     TimeWindowPartitionsDefinition,
 )
 
+from .catalog import Column
 from .errors import TableMismatchError, WritePlanError
 from .options import KeySlice, PartitionSlice, TimeWindowSlice
 
@@ -199,17 +201,23 @@ def run_scoped(context: OutputContext, metadata: Mapping[str, Any]) -> bool:
     return not context.has_asset_key and not metadata.get("table")
 
 
-def check_run(frame: pd.DataFrame, run_id: str, table: str) -> None:
-    """Refuse rows that another run wrote over the upstream's (two runs of one job at once)."""
-    others = frame[RUN_ID_COLUMN][frame[RUN_ID_COLUMN] != run_id]
+def check_run(
+    table: pa.Table, columns: Mapping[str, Column], run_id: str, name: str
+) -> tuple[pa.Table, dict[str, Column]]:
+    """Refuse rows that another run wrote over the upstream's (two runs of one job at once);
+    the read without its run id column."""
+    run_ids = table.column(RUN_ID_COLUMN)
+    others = pc.filter(run_ids, pc.not_equal(run_ids, run_id))
     if len(others):
         raise TableMismatchError(
-            f"table {table} holds rows of run {others.iloc[0]} instead of run {run_id}, "
+            f"table {name} holds rows of run {others[0].as_py()} instead of run {run_id}, "
             "which wrote this input: another run of the job replaced them. Runs of one job "
             "at the same time share its op outputs' tables: run them one after another "
             "(a concurrency limit on the job), or name a table per run with the output's "
             "'table' metadata"
         )
+    kept = {n: c for n, c in columns.items() if n != RUN_ID_COLUMN}
+    return table.drop_columns([RUN_ID_COLUMN]), kept
 
 
 def refuse_misspelled_keys(metadata: Mapping[str, Any], *, of_input: bool = False) -> None:

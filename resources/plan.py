@@ -91,7 +91,7 @@ def needs_empty_probe(options: WritePlan, table: TableFacts, frame: PreparedFram
     """Whether knowing that the table is empty would change the plan, and the probe is
     cheap: only a keyed upsert or replace of a small table takes a faster path when empty."""
     keyed = bool(options.conflict_target) and options.write_mode != "append"
-    return keyed and frame.rows > 0 and table.size_bytes <= PROBE_EMPTY_UP_TO_BYTES
+    return keyed and frame.rows != 0 and table.size_bytes <= PROBE_EMPTY_UP_TO_BYTES
 
 
 def plan_write(
@@ -208,6 +208,11 @@ def plan_write(
     )
 
 
+def _worth_analyzing(rows: int | None) -> bool:
+    """Whether the stage is worth its statistics (a stream's rows are not counted yet)."""
+    return rows is None or rows >= ANALYZE_FROM_ROWS
+
+
 def _staged_steps(
     options: WritePlan,
     frame: PreparedFrame,
@@ -230,7 +235,7 @@ def _staged_steps(
     evict = tuple(kept[: max(0, len(kept) - MAX_STAGES + 1)]) if not exists else ()
     steps: list[Step] = [
         PrepareStage(stage, stage_columns, create=not exists, clear=nested, evict=evict),
-        CopyFrame("stage", numbered=numbered, analyze=frame.rows >= ANALYZE_FROM_ROWS),
+        CopyFrame("stage", numbered=numbered, analyze=_worth_analyzing(frame.rows)),
     ]
     if numbered:
         steps.append(KeepOnePerKey(keep_last=options.duplicates == "keep_last"))

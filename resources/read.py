@@ -1,22 +1,18 @@
-"""Read a table into a pandas DataFrame: ``COPY (SELECT ...) TO STDOUT (FORMAT binary)``,
-decoded into Arrow while the server sends the rest (:mod:`binary_copy`).
+"""Read a table into Arrow: ``COPY (SELECT ...) TO STDOUT (FORMAT binary)``, decoded while
+the server sends the rest (:mod:`binary_copy`).
 
-How each column travels and what it comes back as is :func:`types.read_type`'s choice; this
-module runs the query and turns the decoded table into the frame (:func:`to_pandas`).
+How each column travels is :func:`types.read_type`'s choice; this module runs the query, and
+a handler (:mod:`resources.handlers`) turns the decoded table into its library's frame
+(:func:`convert`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import decimal
-import json
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import pandas as pd
 import pyarrow as pa
 
 from . import sql
@@ -27,23 +23,26 @@ from .options import PartitionSlice
 from .sql import partition_filter, qualified, quote_ident
 from .types import PgType, read_type
 
-__all__ = ["read_frame", "to_pandas"]
+if TYPE_CHECKING:
+    from .handlers import FrameHandler
+
+__all__ = ["convert", "read_arrow"]
 
 
-async def read_frame(
+async def read_arrow(
     driver: asyncpg.Connection,
     *,
     schema: str,
     table: str,
     columns: Sequence[str] | None = None,
     partition: Sequence[PartitionSlice] = (),
-) -> pd.DataFrame:
-    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into a DataFrame,
-    in a read-only transaction of its own (a savepoint inside the caller's).
+) -> tuple[pa.Table, Mapping[str, Column]]:
+    """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into an Arrow
+    table, in a read-only transaction of its own (a savepoint inside the caller's); with it,
+    the catalog's description of each column read.
 
     The rows travel as ``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` and are decoded with
-    the table's column types, so integers stay integers (nullable ones as ``Int64``) and
-    ``timestamptz`` comes back tz-aware in UTC.
+    the table's column types (:data:`types.READ_TYPES`).
 
     Raises:
         TableMismatchError: the table or a requested column does not exist.
@@ -90,14 +89,33 @@ async def read_frame(
             raise asyncio.CancelledError from exc
         raise
     try:
-        return to_pandas(await decoder.table(rows=sql.affected(status)), selected)
+        return await decoder.table(rows=sql.affected(status)), selected
     except ValueError as exc:
-        # A value PostgreSQL stores but Arrow or pandas cannot hold (a date after 9999).
-        raise TableMismatchError(
-            f"table {schema}.{table} holds a value that cannot be read as its column's type "
-            f"says ({exc}): read the other columns (the input's 'columns' metadata), or "
-            "convert the values in the table"
-        ) from exc
+        raise _unreadable(f"{schema}.{table}", exc) from exc
+
+
+def convert(
+    handler: FrameHandler, table: pa.Table, columns: Mapping[str, Column], name: str
+) -> Any:
+    """The handler's frame of a read's ``table`` of ``columns``, from table ``name``.
+
+    Raises:
+        TableMismatchError: a value the library cannot hold.
+    """
+    try:
+        return handler.from_arrow(table, columns)
+    except ValueError as exc:
+        raise _unreadable(name, exc) from exc
+
+
+def _unreadable(name: str, exc: ValueError) -> TableMismatchError:
+    # A value PostgreSQL stores but Arrow or the frame's library cannot hold (a date after
+    # 9999, a NaN in a numeric(p, s) read as Arrow's decimal).
+    return TableMismatchError(
+        f"table {name} holds a value that cannot be read as its column's type says ({exc}): "
+        "read the other columns (the input's 'columns' metadata), or convert the values in "
+        "the table"
+    )
 
 
 def read_query(
@@ -128,54 +146,3 @@ def read_select(columns: Sequence[tuple[str, PgType]]) -> str:
             col if select == "{}" else f"{select.replace('{}', col)} AS {quote_ident(name)}"
         )
     return ", ".join(parts)
-
-
-# ---- to pandas ----------------------------------------------------------------------------------
-
-_NULLABLE_PANDAS: Mapping[pa.DataType, Any] = {
-    pa.int16(): pd.Int16Dtype(),
-    pa.int32(): pd.Int32Dtype(),
-    pa.int64(): pd.Int64Dtype(),
-    pa.bool_(): pd.BooleanDtype(),
-}
-
-# Types whose text or bytes become one Python object per value.
-_TO_PYTHON: Mapping[str, Callable[[Any], Any]] = {
-    "decimal": decimal.Decimal,
-    "uuid": lambda value: uuid.UUID(bytes=value),
-    "json": json.loads,
-    # numeric[] travels as JSON numbers: parsed as Decimals, every digit kept.
-    "json_decimal": partial(json.loads, parse_float=decimal.Decimal, parse_int=decimal.Decimal),
-}
-
-
-def to_pandas(table: pa.Table, columns: Mapping[str, Column]) -> pd.DataFrame:
-    """The DataFrame a read returns for the decoded ``table`` of the catalog's ``columns``.
-
-    Nullable integer and boolean columns come back as pandas' nullable dtypes, so that NULL
-    does not turn them into floats or objects; NOT NULL ones as plain numpy dtypes.
-    """
-    frame = {}
-    for name, column in columns.items():
-        try:
-            frame[name] = _to_pandas(table.column(name), column)
-        except ValueError as exc:  # pyarrow's ArrowInvalid included
-            raise ValueError(f"column {name!r}: {exc}") from exc
-        # Drop each Arrow column once converted, so the table and the frame never both hold
-        # every column.
-        table = table.drop_columns([name])
-    return pd.DataFrame(frame, index=pd.RangeIndex(table.num_rows))
-
-
-def _to_pandas(column: pa.ChunkedArray, stored: Column) -> pd.Series:
-    decode = read_type(stored.type).decode
-    if decode == "nullable" and not stored.not_null:
-        mapper = {column.type: _NULLABLE_PANDAS[column.type]}.get
-        return pd.Series(column.to_pandas(types_mapper=mapper))
-    if decode == "time":
-        return pd.Series(column.to_pandas(), dtype=object)
-    parse = _TO_PYTHON.get(decode)
-    if parse is not None:
-        values = [None if v is None else parse(v) for c in column.chunks for v in c.to_pylist()]
-        return pd.Series(values, dtype=object)
-    return pd.Series(column.to_pandas())

@@ -250,7 +250,7 @@ async def _execute(driver: asyncpg.Connection, statement: str, plain: bool) -> C
 async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool = False) -> int:
     """Stream the frame into a table with binary COPY, reporting progress every few
     seconds. asyncpg quotes the names itself."""
-    total = write.frame.rows
+    total = "" if write.frame.rows is None else f" of {write.frame.rows:,}"
     announce = _every(PROGRESS_EVERY_SECONDS)
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -258,7 +258,7 @@ async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool 
         for rows, chunk in write.frame.binary_copy_chunks(numbered=numbered):
             sent += rows
             if announce():
-                write.progress(f"copied {sent:,} of {total:,} rows for {write.name}")
+                write.progress(f"copied {sent:,}{total} rows for {write.name}")
             yield chunk
 
     columns = [*write.frame.columns, ROW_NUMBER_COLUMN] if numbered else list(write.frame.columns)

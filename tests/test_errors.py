@@ -33,7 +33,7 @@ from resources import (
     read_table,
 )
 from resources.errors import Operation, translate
-from resources.read import read_frame
+from resources.read import read_arrow
 
 from .conftest import Database
 
@@ -460,7 +460,7 @@ def test_a_read_cancelled_mid_copy_raises_cancelled_error(database_url: str, db:
         conn = await asyncpg.connect(database_url)
         try:
             for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4):
-                task = asyncio.ensure_future(read_frame(conn, schema="public", table="big"))
+                task = asyncio.ensure_future(read_arrow(conn, schema="public", table="big"))
                 await asyncio.sleep(delay)
                 task.cancel()
                 try:

@@ -23,6 +23,7 @@ from resources.claims import (
 )
 from resources.errors import TableMismatchError, TableOwnerError, WritePlanError
 from resources.frame import prepare_frame
+from resources.handlers import to_arrow
 from resources.options import KeySlice, PartitionSlice, TimeWindowSlice, WritePlan
 from resources.plan import (
     COUNT_ROWS_UP_TO_BYTES,
@@ -86,7 +87,7 @@ def planned(
     partition: Sequence[PartitionSlice] = (),
     **kwargs: Any,
 ) -> Steps:
-    prepared = prepare_frame(frame() if data is None else data, options, partition)
+    prepared = prepare_frame(to_arrow(frame() if data is None else data), options, partition)
     return plan_write(
         options, cat, prepared, schema="public", table_name="t", partition=partition, **kwargs
     )
@@ -377,7 +378,7 @@ def test_upsert_needs_a_key() -> None:
 
 def test_a_missing_table_is_created_from_the_frame_with_the_key_as_primary_key() -> None:
     options = WritePlan.from_options(conflict_target=["id", "region"])
-    create = table_to_create(options, prepare_frame(frame(), options), "shop", catalog())
+    create = table_to_create(options, prepare_frame(to_arrow(frame()), options), "shop", catalog())
     assert create.columns == (("id", "bigint"), ("region", "text"), ("v", "double precision"))
     assert create.primary_key == ("id", "region")
 

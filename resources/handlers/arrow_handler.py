@@ -1,0 +1,132 @@
+"""pyarrow, and anything that speaks Arrow's C stream interface: tables, record batches and
+readers for a write; a read's decoded table with Arrow's own types (UUID and JSON extension
+types, decimals of the column's precision, typed lists)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..catalog import Column
+from ..errors import FrameError
+from ..frame import ArrowFrame
+
+# Array element types read as typed Arrow lists (the rest stay JSON text).
+_LIST_ELEMENTS: Mapping[str, tuple[pa.DataType, Callable[[Any], Any]]] = {
+    "int2": (pa.int16(), int),
+    "int4": (pa.int32(), int),
+    "int8": (pa.int64(), int),
+    "float4": (pa.float32(), float),  # NaN and ±Infinity arrive as JSON strings
+    "float8": (pa.float64(), float),
+    "bool": (pa.bool_(), bool),
+    "text": (pa.large_string(), str),
+    "varchar": (pa.large_string(), str),
+}
+# numeric(p, s) fits Arrow's decimal128 up to this precision.
+_DECIMAL128_DIGITS = 38
+
+
+class ArrowHandler:
+    """Writes ``pyarrow.Table``, ``RecordBatch`` and ``RecordBatchReader``; reads
+    ``pyarrow.Table``."""
+
+    library = "pyarrow"
+    supported_types: tuple[type, ...] = (pa.Table, pa.RecordBatch, pa.RecordBatchReader)
+
+    def to_arrow(self, obj: pa.Table | pa.RecordBatch | pa.RecordBatchReader) -> ArrowFrame:
+        """The table as it is; a reader as a stream read once."""
+        if isinstance(obj, pa.RecordBatchReader):
+            return stream(obj)
+        if isinstance(obj, pa.RecordBatch):
+            obj = pa.Table.from_batches([obj])
+        return ArrowFrame.from_table(obj)
+
+    def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> pa.Table:
+        """The read's table, each column in the Arrow type closest to the stored one."""
+        return arrow_table(table, columns)
+
+
+class ArrowStreamHandler:
+    """Writes any object with ``__arrow_c_stream__`` (DuckDB relations, nanoarrow streams,
+    and other producers of Arrow's PyCapsule stream interface) as a stream read once."""
+
+    library = "Arrow PyCapsule stream"
+    supported_types: tuple[type, ...] = ()
+
+    def accepts(self, obj: object) -> bool:
+        """Whether ``obj`` offers an Arrow C stream."""
+        return hasattr(obj, "__arrow_c_stream__")
+
+    def to_arrow(self, obj: Any) -> ArrowFrame:
+        """The stream, read once."""
+        return stream(pa.RecordBatchReader.from_stream(obj))
+
+
+def stream(reader: pa.RecordBatchReader) -> ArrowFrame:
+    """A reader as a frame whose rows can be read once."""
+    passes = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal passes
+        passes += 1
+        if passes > 1:
+            raise FrameError(
+                "the output is a stream, read once already (the write is being retried): "
+                "return a table or a polars LazyFrame for a write that can be retried"
+            )
+        return iter(reader)
+
+    return ArrowFrame(schema=reader.schema, batches=batches, rows=None, replayable=False)
+
+
+def arrow_table(table: pa.Table, columns: Mapping[str, Column]) -> pa.Table:
+    """A read's decoded table with Arrow's own types: ``uuid`` as the UUID extension type,
+    ``json``/``jsonb`` as the JSON extension type, ``numeric(p, s)`` as ``decimal128(p, s)``,
+    arrays of numbers, booleans and text as lists."""
+    for i, (name, column) in enumerate(columns.items()):
+        converted = _arrow_column(table.column(i), column)
+        if converted is not None:
+            table = table.set_column(i, name, converted)
+    return table
+
+
+def _arrow_column(values: pa.ChunkedArray, column: Column) -> pa.ChunkedArray | None:
+    pg_type = column.type
+    if pg_type.array:
+        return _list_column(values, column)
+    if pg_type.name == "uuid":
+        return _extension(values, pa.uuid())
+    if pg_type.name in ("json", "jsonb"):
+        return _extension(values, pa.json_(pa.large_string()))
+    if pg_type.name == "numeric" and pg_type.modifier >= 0:
+        precision, scale = (pg_type.modifier - 4) >> 16, (pg_type.modifier - 4) & 0xFFFF
+        if precision <= _DECIMAL128_DIGITS:
+            try:
+                return pc.cast(values, pa.decimal128(precision, scale))
+            except pa.ArrowInvalid as exc:  # NaN or ±Infinity, which Arrow's decimal lacks
+                raise ValueError(f"column of {pg_type}: {exc}") from exc
+    return None
+
+
+def _extension(values: pa.ChunkedArray, extension: pa.ExtensionType) -> pa.ChunkedArray:
+    return pa.chunked_array(
+        [pa.ExtensionArray.from_storage(extension, chunk) for chunk in values.chunks],
+        type=extension,
+    )
+
+
+def _list_column(values: pa.ChunkedArray, column: Column) -> pa.ChunkedArray | None:
+    element = _LIST_ELEMENTS.get(column.type.name)
+    if element is None:
+        return None
+    arrow_type, convert = element
+    lists = [
+        None if text is None else [None if v is None else convert(v) for v in json.loads(text)]
+        for chunk in values.chunks
+        for text in chunk.to_pylist()
+    ]
+    return pa.chunked_array([pa.array(lists, type=pa.large_list(arrow_type))])

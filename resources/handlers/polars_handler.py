@@ -1,0 +1,98 @@
+"""polars (an optional extra): DataFrames and LazyFrames for a write, a LazyFrame streamed in
+batches; a read's Arrow table as a polars DataFrame or LazyFrame, with no pandas between."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from ..catalog import Column
+from ..errors import FrameError
+from ..frame import ROWS_PER_CHUNK, ArrowFrame, TextAs
+from .arrow_handler import arrow_table
+
+
+class PolarsHandler:
+    """Writes ``polars.DataFrame`` and ``polars.LazyFrame``; reads either."""
+
+    library = "polars"
+
+    supported_types: tuple[type, ...] = (pl.DataFrame, pl.LazyFrame)
+
+    def to_arrow(self, obj: pl.DataFrame | pl.LazyFrame) -> ArrowFrame:
+        """A DataFrame as its Arrow table (no copy for most types); a LazyFrame as batches
+        of its streaming engine's result, run again if the write is retried."""
+        if isinstance(obj, pl.DataFrame):
+            frame, text_as = _structs_as_json(obj)
+            return ArrowFrame.from_table(_to_arrow(frame), text_as)
+        schema = obj.collect_schema()
+        structs = [name for name, dtype in schema.items() if isinstance(dtype, pl.Struct)]
+        lazy = obj.with_columns(pl.col(structs).struct.json_encode()) if structs else obj
+        first = _to_arrow(lazy.head(0).collect())
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for chunk in lazy.collect_batches(chunk_size=ROWS_PER_CHUNK):
+                yield from _to_arrow(chunk).to_batches()
+
+        return ArrowFrame(
+            schema=first.schema,
+            batches=batches,
+            rows=None,
+            text_as=dict.fromkeys(structs, "jsonb"),
+        )
+
+    def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> pl.DataFrame:
+        """The read as a polars DataFrame: UUIDs as their text, JSON as text (polars has
+        neither type), numeric(p, s) as Decimal, arrays as lists."""
+        table = arrow_table(table, columns)
+        for i, field in enumerate(table.schema):
+            if isinstance(field.type, pa.ExtensionType):
+                storage = table.column(i).cast(field.type.storage_type)
+                if isinstance(field.type, pa.UuidType):
+                    storage = _uuid_text(storage)
+                table = table.set_column(i, field.name, storage)
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+
+class LazyPolarsHandler(PolarsHandler):
+    """Reads ``polars.LazyFrame`` (the table read, then made lazy)."""
+
+    def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> Any:
+        """The read as a LazyFrame over the DataFrame read."""
+        return super().from_arrow(table, columns).lazy()
+
+
+def _to_arrow(frame: pl.DataFrame) -> pa.Table:
+    try:
+        return frame.to_arrow()
+    except Exception as exc:  # polars raises its own errors for Object columns
+        raise FrameError(
+            f"the polars frame cannot be converted to Arrow ({exc}): convert its Object "
+            "columns to a polars type (see the README's type table)"
+        ) from exc
+
+
+def _structs_as_json(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, TextAs]]:
+    structs = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Struct)]
+    if not structs:
+        return frame, {}
+    return frame.with_columns(pl.col(structs).struct.json_encode()), dict.fromkeys(structs, "jsonb")
+
+
+def _uuid_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pa.chunked_array(
+        [
+            pa.array(
+                [None if v is None else str(uuid.UUID(bytes=v)) for v in chunk.to_pylist()],
+                type=pa.large_string(),
+            )
+            for chunk in values.chunks
+        ],
+        type=pa.large_string(),
+    )
