@@ -214,11 +214,11 @@ def prepare_frame(
             f"the frame has no columns{rows}: return the columns to store; nothing was written"
         )
     _check_names(names, plan, partition)
-    null_count = frame.null_count
-    for column in plan.conflict_target if null_count is not None else ():
-        nulls = null_count(column)
-        if nulls:
-            raise null_key_error(column, nulls)
+    if frame.null_count is not None:
+        for column in plan.conflict_target:
+            nulls = frame.null_count(column)
+            if nulls:
+                raise null_key_error(column, nulls)
     fields: list[pa.Field] = []
     types: dict[str, PgType] = {}
     for given in frame.schema:
