@@ -18,7 +18,7 @@ from pgpq.schema import Jsonb
 from . import sql
 from .errors import FrameError, WritePlanError
 from .options import PartitionSlice, WritePlan
-from .types import PgType, frame_type
+from .types import PgType, frame_type, numeric_type
 
 # Rows converted and encoded at a time: big enough that per-chunk overhead vanishes, small
 # enough that the encoded chunk (a few MB) is all the memory the COPY adds to the frame.
@@ -219,10 +219,18 @@ def prepare_frame(
             nulls = frame.null_count(column)
             if nulls:
                 raise null_key_error(column, nulls)
+    # pgpq encodes decimal128 only: wider decimals go as text, as pandas' Decimals do; and
+    # Arrow's JSON extension type is jsonb.
+    implied: dict[str, TextAs] = {
+        f.name: "numeric" if pa.types.is_decimal256(f.type) else "jsonb"
+        for f in frame.schema
+        if pa.types.is_decimal256(f.type) or isinstance(f.type, pa.JsonType)
+    }
+    text_as = implied | dict(frame.text_as)
     fields: list[pa.Field] = []
     types: dict[str, PgType] = {}
     for given in frame.schema:
-        as_text = frame.text_as.get(given.name)
+        as_text = text_as.get(given.name)
         if as_text is not None:
             fields.append(pa.field(given.name, pa.large_string()))
             types[given.name] = PgType(as_text)
@@ -232,7 +240,7 @@ def prepare_frame(
             # The binary format of uuid is its 16 bytes, as pgpq writes fixed-size binary.
             types[given.name] = PgType("uuid")
     schema = pa.schema(fields)
-    json_columns = frozenset(n for n, t in frame.text_as.items() if t == "jsonb")
+    json_columns = frozenset(n for n, t in text_as.items() if t == "jsonb")
     try:
         encoder_columns = _encoder(schema, json_columns).schema().columns
     except Exception as exc:
@@ -251,7 +259,7 @@ def prepare_frame(
         types={f.name: types[f.name] for f in schema},
         null_columns=null_columns,
         json_columns=json_columns,
-        decimal_columns=frozenset(n for n, t in frame.text_as.items() if t == "numeric"),
+        decimal_columns=frozenset(n for n, t in text_as.items() if t == "numeric"),
         key=key,
         in_key_order=len(key) == 1 and frame.ascending is not None and frame.ascending(key[0]),
     )
@@ -301,7 +309,7 @@ def _is_uuid(arrow_type: pa.DataType) -> bool:
 
 def _encodable_type(arrow_type: pa.DataType) -> pa.DataType:
     """The closest type PostgreSQL's binary format (through pgpq) can carry."""
-    if isinstance(arrow_type, pa.ExtensionType):
+    if isinstance(arrow_type, pa.BaseExtensionType):
         return _encodable_type(arrow_type.storage_type)
     if pa.types.is_dictionary(arrow_type):  # pandas' and polars' categoricals, polars' enums
         return _encodable_type(arrow_type.value_type)
@@ -310,6 +318,8 @@ def _encodable_type(arrow_type: pa.DataType) -> pa.DataType:
         return pa.timestamp("us", tz=arrow_type.tz)
     if pa.types.is_duration(arrow_type) and arrow_type.unit == "ns":
         return pa.duration("us")
+    if pa.types.is_time64(arrow_type) and arrow_type.unit == "ns":  # polars' Time
+        return pa.time64("us")
     if pa.types.is_date64(arrow_type):
         return pa.date32()
     if pa.types.is_float16(arrow_type):
@@ -332,6 +342,8 @@ def _pg_type(given: pa.Field, encodable: pa.Field, encoded_as: str | None) -> Pg
             f"column {given.name!r} has Arrow type {given.type}, which cannot be stored: "
             "convert the column to a supported type (see the README's type table)"
         )
+    if pa.types.is_decimal(encodable.type):
+        return numeric_type(encodable.type.precision, encodable.type.scale)
     zoned = pa.types.is_timestamp(encodable.type) and encodable.type.tz is not None
     return frame_type(encoded_as, zoned=zoned)
 
@@ -339,7 +351,7 @@ def _pg_type(given: pa.Field, encodable: pa.Field, encoded_as: str | None) -> Pg
 def _encodable(array: pa.Array, field_: pa.Field) -> pa.Array:
     """One column of a chunk in the field's encodable type."""
     try:
-        if isinstance(array.type, pa.ExtensionType):
+        if isinstance(array.type, pa.BaseExtensionType):
             array = array.storage
         if pa.types.is_dictionary(array.type):
             array = array.dictionary_decode()

@@ -97,6 +97,20 @@ def frame_type(ddl: str, *, zoned: bool = False) -> PgType:
     return PgType(name, array=array)
 
 
+def numeric_type(precision: int, scale: int) -> PgType:
+    """``numeric(precision, scale)``, as a decimal frame column of that precision and scale
+    is created and compared (precision at most 1000, PostgreSQL's limit)."""
+    return PgType(
+        "numeric", modifier=((precision << 16) | scale) + 4, display=f"numeric({precision},{scale})"
+    )
+
+
+def numeric_digits(numeric: PgType) -> tuple[int, int]:
+    """(precision, scale) of ``numeric(p, s)``."""
+    modifier = numeric.modifier - 4
+    return modifier >> 16, (((modifier & 0x7FF) ^ 1024) - 1024)
+
+
 class Fit(Enum):
     """How a frame column goes into a table column."""
 
@@ -161,8 +175,12 @@ def _modifier_keeps_values(frame: PgType, table: PgType) -> bool:
         return True
     if table.name == "numeric":
         # numeric(p,s) rounds to s digits: only whole numbers keep every digit (a number
-        # too large for p fails loudly), and only with s >= 0 (numeric(5,-2) rounds 1234).
-        scale = (((table.modifier - 4) & 0x7FF) ^ 1024) - 1024
+        # too large for p fails loudly), and only with s >= 0 (numeric(5,-2) rounds 1234);
+        # and decimals of no more digits on either side of the point.
+        precision, scale = numeric_digits(table)
+        if frame.name == "numeric" and frame.modifier >= 0:
+            digits, places = numeric_digits(frame)
+            return places <= scale and digits - places <= precision - scale
         return frame.name in _INTEGERS and scale >= 0
     if table.name in _TIME_TYPES:
         return table.modifier == MAX_TIME_PRECISION

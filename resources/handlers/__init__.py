@@ -29,8 +29,8 @@ __all__ = [
     "to_arrow",
 ]
 
-# The extra that installs each optional library.
-EXTRAS: Mapping[str, str] = {"polars": "polars"}
+# polars' oldest release with LazyFrame.collect_batches, the streaming a LazyFrame write uses.
+POLARS_EXTRA = "pip install 'dagster-copy-upsert[polars]' (polars>=1.34)"
 
 
 class FrameHandler(Protocol):
@@ -49,16 +49,20 @@ class FrameHandler(Protocol):
         """The read side: a read's decoded table of the catalog's ``columns``."""
 
 
-def _polars(lazy: bool = False) -> FrameHandler | None:
+def _polars(lazy: bool = False) -> FrameHandler:
+    """polars' handler, imported only for a polars frame or annotation (importing polars
+    takes a fifth of a second that pandas users need not pay)."""
     try:
         from .polars_handler import LazyPolarsHandler, PolarsHandler
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"polars frames need the polars extra ({exc}): {POLARS_EXTRA}"
+        ) from exc
     return LazyPolarsHandler() if lazy else PolarsHandler()
 
 
-def _writers() -> list[FrameHandler]:
-    return [h for h in (PandasHandler(), ArrowHandler(), _polars()) if h is not None]
+def _from_polars(kind: type) -> bool:
+    return (getattr(kind, "__module__", None) or "").split(".")[0] == "polars"
 
 
 def to_arrow(obj: object) -> ArrowFrame:
@@ -67,10 +71,16 @@ def to_arrow(obj: object) -> ArrowFrame:
 
     Raises:
         FrameError: a value no handler takes, or an iterator of none.
+        ConfigurationError: a polars frame without the polars extra.
     """
-    for handler in _writers():
-        if isinstance(obj, handler.supported_types):
-            return handler.to_arrow(obj)
+    if isinstance(obj, pd.DataFrame):
+        return PandasHandler().to_arrow(obj)
+    if isinstance(obj, ArrowHandler.supported_types):
+        return ArrowHandler().to_arrow(obj)
+    if _from_polars(type(obj)):
+        polars = _polars()
+        if isinstance(obj, polars.supported_types):
+            return polars.to_arrow(obj)
     if ArrowStreamHandler().accepts(obj):
         return ArrowStreamHandler().to_arrow(obj)
     if isinstance(obj, Iterator):
@@ -78,7 +88,7 @@ def to_arrow(obj: object) -> ArrowFrame:
     raise FrameError(
         f"returned {type(obj).__name__}, which this IO manager cannot store: return a pandas "
         "or polars DataFrame, a polars LazyFrame, a pyarrow Table or RecordBatchReader, an "
-        "object with __arrow_c_stream__, or an iterator of these" + _missing_extra_hint(obj)
+        "object with __arrow_c_stream__, or an iterator of these"
     )
 
 
@@ -123,21 +133,12 @@ def handler_for_input(annotation: Any) -> FrameHandler:
         return PandasHandler()
     if annotation is pa.Table:
         return ArrowHandler()
-    module = getattr(annotation, "__module__", "") or ""
-    if module.split(".")[0] == "polars":
+    if _from_polars(annotation):
         handler = _polars(lazy=getattr(annotation, "__name__", "") == "LazyFrame")
-        if handler is not None and annotation in handler.supported_types:
+        if annotation in handler.supported_types:
             return handler
     raise ConfigurationError(
         f"an input annotated {getattr(annotation, '__name__', annotation)!s} cannot be loaded "
         "by this IO manager: annotate it pandas.DataFrame (or leave it unannotated), "
         "polars.DataFrame, polars.LazyFrame or pyarrow.Table"
     )
-
-
-def _missing_extra_hint(obj: object) -> str:
-    library = type(obj).__module__.split(".")[0]
-    extra = EXTRAS.get(library)
-    if extra is None or _polars() is not None:
-        return ""
-    return f" ({library} support is not installed: pip install 'dagster-copy-upsert[{extra}]')"

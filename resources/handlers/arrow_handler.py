@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from ..catalog import Column
 from ..errors import FrameError
 from ..frame import ArrowFrame
+from ..types import numeric_digits
 
 # Array element types read as typed Arrow lists (the rest stay JSON text).
 _LIST_ELEMENTS: Mapping[str, tuple[pa.DataType, Callable[[Any], Any]]] = {
@@ -103,8 +104,8 @@ def _arrow_column(values: pa.ChunkedArray, column: Column) -> pa.ChunkedArray | 
     if pg_type.name in ("json", "jsonb"):
         return _extension(values, pa.json_(pa.large_string()))
     if pg_type.name == "numeric" and pg_type.modifier >= 0:
-        precision, scale = (pg_type.modifier - 4) >> 16, (pg_type.modifier - 4) & 0xFFFF
-        if precision <= _DECIMAL128_DIGITS:
+        precision, scale = numeric_digits(pg_type)
+        if precision <= _DECIMAL128_DIGITS and scale >= 0:
             try:
                 return pc.cast(values, pa.decimal128(precision, scale))
             except pa.ArrowInvalid as exc:  # NaN or ±Infinity, which Arrow's decimal lacks
@@ -112,7 +113,7 @@ def _arrow_column(values: pa.ChunkedArray, column: Column) -> pa.ChunkedArray | 
     return None
 
 
-def _extension(values: pa.ChunkedArray, extension: pa.ExtensionType) -> pa.ChunkedArray:
+def _extension(values: pa.ChunkedArray, extension: pa.BaseExtensionType) -> pa.ChunkedArray:
     return pa.chunked_array(
         [pa.ExtensionArray.from_storage(extension, chunk) for chunk in values.chunks],
         type=extension,

@@ -15,6 +15,9 @@ from ..errors import FrameError
 from ..frame import ROWS_PER_CHUNK, ArrowFrame, TextAs
 from .arrow_handler import arrow_table
 
+if not hasattr(pl.LazyFrame, "collect_batches"):
+    raise ImportError(f"polars {pl.__version__} is older than 1.34")
+
 
 class PolarsHandler:
     """Writes ``polars.DataFrame`` and ``polars.LazyFrame``; reads either."""
@@ -25,32 +28,32 @@ class PolarsHandler:
 
     def to_arrow(self, obj: pl.DataFrame | pl.LazyFrame) -> ArrowFrame:
         """A DataFrame as its Arrow table (no copy for most types); a LazyFrame as batches
-        of its streaming engine's result, run again if the write is retried."""
+        of its streaming engine's result, run again if the write is retried. Struct
+        columns are sent as JSON (jsonb)."""
+        structs = [n for n, t in obj.collect_schema().items() if isinstance(t, pl.Struct)]
+        text_as: dict[str, TextAs] = dict.fromkeys(structs, "jsonb")
+        if structs:
+            obj = obj.with_columns(
+                pl.when(pl.col(name).is_not_null()).then(pl.col(name).struct.json_encode())
+                for name in structs
+            )
         if isinstance(obj, pl.DataFrame):
-            frame, text_as = _structs_as_json(obj)
-            return ArrowFrame.from_table(_to_arrow(frame), text_as)
-        schema = obj.collect_schema()
-        structs = [name for name, dtype in schema.items() if isinstance(dtype, pl.Struct)]
-        lazy = obj.with_columns(pl.col(structs).struct.json_encode()) if structs else obj
+            return ArrowFrame.from_table(_to_arrow(obj), text_as)
+        lazy = obj
         first = _to_arrow(lazy.head(0).collect())
 
         def batches() -> Iterator[pa.RecordBatch]:
             for chunk in lazy.collect_batches(chunk_size=ROWS_PER_CHUNK):
                 yield from _to_arrow(chunk).to_batches()
 
-        return ArrowFrame(
-            schema=first.schema,
-            batches=batches,
-            rows=None,
-            text_as=dict.fromkeys(structs, "jsonb"),
-        )
+        return ArrowFrame(schema=first.schema, batches=batches, rows=None, text_as=text_as)
 
     def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> pl.DataFrame:
         """The read as a polars DataFrame: UUIDs as their text, JSON as text (polars has
         neither type), numeric(p, s) as Decimal, arrays as lists."""
         table = arrow_table(table, columns)
         for i, field in enumerate(table.schema):
-            if isinstance(field.type, pa.ExtensionType):
+            if isinstance(field.type, pa.BaseExtensionType):
                 storage = table.column(i).cast(field.type.storage_type)
                 if isinstance(field.type, pa.UuidType):
                     storage = _uuid_text(storage)
@@ -76,13 +79,6 @@ def _to_arrow(frame: pl.DataFrame) -> pa.Table:
             f"the polars frame cannot be converted to Arrow ({exc}): convert its Object "
             "columns to a polars type (see the README's type table)"
         ) from exc
-
-
-def _structs_as_json(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, TextAs]]:
-    structs = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Struct)]
-    if not structs:
-        return frame, {}
-    return frame.with_columns(pl.col(structs).struct.json_encode()), dict.fromkeys(structs, "jsonb")
 
 
 def _uuid_text(values: pa.ChunkedArray) -> pa.ChunkedArray:

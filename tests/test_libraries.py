@@ -1,0 +1,482 @@
+"""Every DataFrame library through the IO manager and back: polars and pyarrow frames of every
+row of the README's type table written, then read by an input annotated with the same
+library; the PostgreSQL type chosen, the type that comes back and the values. Then frames
+across libraries (pandas writes, polars reads), and what each input annotation returns."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+from dagster import AssetIn, AssetKey, asset
+
+from resources import PostgresResource
+
+from .conftest import Database
+from .helpers import failure_message, frame_asset, run_assets, written
+
+UUID = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+BIG_TEXT = "x" * 3_000_000
+UTC = dt.UTC
+
+
+@dataclass
+class Case:
+    id: str
+    values: Any  # a polars Series or a pyarrow Array of three values
+    pg_type: str
+    back_type: Any  # the polars dtype or Arrow type read back
+    back: list[Any]
+
+
+def _same(values: list[Any]) -> list[Any]:
+    """NaN compares equal to NaN, in lists too; everything else as it is."""
+    return [
+        _same(v)
+        if isinstance(v, list)
+        else "<NaN>"
+        if isinstance(v, float) and math.isnan(v)
+        else v
+        for v in values
+    ]
+
+
+TS = dt.datetime(2024, 1, 1, 10, 0, 0, 123456)
+TS_ZONED = dt.datetime(2024, 1, 1, 10, 0, 0, 123456, tzinfo=UTC)
+
+POLARS_CASES = [
+    Case("Int8", pl.Series([1, -2, None], dtype=pl.Int8), "smallint", pl.Int16, [1, -2, None]),
+    Case("Int16", pl.Series([1, -2, None], dtype=pl.Int16), "smallint", pl.Int16, [1, -2, None]),
+    Case("Int32", pl.Series([1, -2, None], dtype=pl.Int32), "integer", pl.Int32, [1, -2, None]),
+    Case(
+        "Int64",
+        pl.Series([1, -(2**63), None], dtype=pl.Int64),
+        "bigint",
+        pl.Int64,
+        [1, -(2**63), None],
+    ),
+    Case("UInt8", pl.Series([0, 255, None], dtype=pl.UInt8), "smallint", pl.Int16, [0, 255, None]),
+    Case(
+        "UInt32",
+        pl.Series([0, 2**32 - 1, None], dtype=pl.UInt32),
+        "bigint",
+        pl.Int64,
+        [0, 2**32 - 1, None],
+    ),
+    Case(
+        "UInt64",
+        pl.Series([0, 2**64 - 1, None], dtype=pl.UInt64),
+        "numeric",
+        pl.String,
+        ["0", str(2**64 - 1), None],
+    ),
+    Case(
+        "Float32-nan-null",
+        pl.Series([1.5, float("nan"), None], dtype=pl.Float32),
+        "real",
+        pl.Float32,
+        [1.5, float("nan"), None],
+    ),
+    Case(
+        "Float64-inf-nan-null",
+        pl.Series([float("inf"), float("nan"), None], dtype=pl.Float64),
+        "double precision",
+        pl.Float64,
+        [float("inf"), float("nan"), None],
+    ),
+    Case("Boolean", pl.Series([True, False, None]), "boolean", pl.Boolean, [True, False, None]),
+    Case(
+        "String",
+        pl.Series(["a", "héllo ✓ 𝄞", None]),
+        "text",
+        pl.String,
+        ["a", "héllo ✓ 𝄞", None],
+    ),
+    Case("large-String", pl.Series([BIG_TEXT, "", None]), "text", pl.String, [BIG_TEXT, "", None]),
+    Case(
+        "Categorical",
+        pl.Series(["x", "y", None], dtype=pl.Categorical),
+        "text",
+        pl.String,
+        ["x", "y", None],
+    ),
+    Case(
+        "Enum",
+        pl.Series(["lo", "hi", None], dtype=pl.Enum(["lo", "hi"])),
+        "text",
+        pl.String,
+        ["lo", "hi", None],
+    ),
+    Case(
+        "Datetime-naive",
+        pl.Series([TS, dt.datetime(1900, 1, 1), None], dtype=pl.Datetime("us")),
+        "timestamp without time zone",
+        pl.Datetime("us"),
+        [TS, dt.datetime(1900, 1, 1), None],
+    ),
+    Case(
+        "Datetime-ns-zoned",
+        pl.Series(
+            [dt.datetime(2024, 1, 1, 11, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))]
+            * 2
+            + [None],
+            dtype=pl.Datetime("ns", "Europe/Paris"),
+        ),
+        "timestamp with time zone",
+        pl.Datetime("us", "UTC"),
+        [TS_ZONED, TS_ZONED, None],
+    ),
+    Case(
+        "Date",
+        pl.Series([dt.date(2024, 2, 29), dt.date(1, 1, 1), None]),
+        "date",
+        pl.Date,
+        [dt.date(2024, 2, 29), dt.date(1, 1, 1), None],
+    ),
+    Case(
+        "Time",
+        pl.Series([dt.time(10, 0, 0, 5), dt.time(0), None]),
+        "time without time zone",
+        pl.Time,
+        [dt.time(10, 0, 0, 5), dt.time(0), None],
+    ),
+    Case(
+        "Duration",
+        pl.Series([dt.timedelta(days=3, microseconds=7), -dt.timedelta(hours=1), None]),
+        "interval",
+        pl.Duration("us"),
+        [dt.timedelta(days=3, microseconds=7), -dt.timedelta(hours=1), None],
+    ),
+    Case(
+        "Decimal",
+        pl.Series([decimal.Decimal("1.25"), decimal.Decimal("-99999999.99"), None]).cast(
+            pl.Decimal(10, 2)
+        ),
+        "numeric(10,2)",
+        pl.Decimal(10, 2),
+        [decimal.Decimal("1.25"), decimal.Decimal("-99999999.99"), None],
+    ),
+    Case(
+        "Binary",
+        pl.Series([b"\x00\xff", b"", None]),
+        "bytea",
+        pl.Binary,
+        [b"\x00\xff", b"", None],
+    ),
+    Case(
+        "List-Int64",
+        pl.Series([[1, None, 3], [], None], dtype=pl.List(pl.Int64)),
+        "bigint[]",
+        pl.List(pl.Int64),
+        [[1, None, 3], [], None],
+    ),
+    Case(
+        "List-String",
+        pl.Series([["a", "b"], [None], None], dtype=pl.List(pl.String)),
+        "text[]",
+        pl.List(pl.String),
+        [["a", "b"], [None], None],
+    ),
+    Case(
+        "Struct",
+        pl.Series([{"a": 1, "b": "x"}, {"a": None, "b": "y"}, None]),
+        "jsonb",
+        pl.String,
+        ['{"a": 1, "b": "x"}', '{"a": null, "b": "y"}', None],
+    ),
+    Case("Null", pl.Series([None, None, None]), "text", pl.String, [None, None, None]),
+]
+
+ARROW_CASES = [
+    Case("int8", pa.array([1, -2, None], pa.int8()), "smallint", pa.int16(), [1, -2, None]),
+    Case("int32", pa.array([1, -2, None], pa.int32()), "integer", pa.int32(), [1, -2, None]),
+    Case(
+        "int64",
+        pa.array([1, -(2**63), None], pa.int64()),
+        "bigint",
+        pa.int64(),
+        [1, -(2**63), None],
+    ),
+    Case(
+        "uint64",
+        pa.array([0, 2**64 - 1, None], pa.uint64()),
+        "numeric",
+        pa.large_string(),
+        ["0", str(2**64 - 1), None],
+    ),
+    Case(
+        "float64-nan-null",
+        pa.array([1.5, float("nan"), None], pa.float64()),
+        "double precision",
+        pa.float64(),
+        [1.5, float("nan"), None],
+    ),
+    Case("bool", pa.array([True, False, None]), "boolean", pa.bool_(), [True, False, None]),
+    Case("string", pa.array(["a", "✓", None]), "text", pa.large_string(), ["a", "✓", None]),
+    Case(
+        "string_view",
+        pa.array(["a", BIG_TEXT, None], pa.string_view()),
+        "text",
+        pa.large_string(),
+        ["a", BIG_TEXT, None],
+    ),
+    Case(
+        "dictionary",
+        pa.array(["x", "y", None]).dictionary_encode(),
+        "text",
+        pa.large_string(),
+        ["x", "y", None],
+    ),
+    Case(
+        "timestamp-ns-tz",
+        pa.array([1_704_103_200_123_456_789, 0, None], pa.timestamp("ns", tz="Asia/Tokyo")),
+        "timestamp with time zone",
+        pa.timestamp("us", tz="UTC"),
+        [
+            dt.datetime(2024, 1, 1, 10, 0, 0, 123456, tzinfo=UTC),
+            dt.datetime(1970, 1, 1, tzinfo=UTC),
+            None,
+        ],
+    ),
+    Case(
+        "timestamp-us",
+        pa.array([TS, None, None], pa.timestamp("us")),
+        "timestamp without time zone",
+        pa.timestamp("us"),
+        [TS, None, None],
+    ),
+    Case(
+        "date32",
+        pa.array([dt.date(2024, 2, 29), None, None], pa.date32()),
+        "date",
+        pa.date32(),
+        [dt.date(2024, 2, 29), None, None],
+    ),
+    Case(
+        "date64",
+        pa.array([dt.date(2024, 2, 29), None, None], pa.date64()),
+        "date",
+        pa.date32(),
+        [dt.date(2024, 2, 29), None, None],
+    ),
+    Case(
+        "time64",
+        pa.array([dt.time(23, 59, 59, 999999), None, None], pa.time64("us")),
+        "time without time zone",
+        pa.time64("us"),
+        [dt.time(23, 59, 59, 999999), None, None],
+    ),
+    Case(
+        "duration",
+        pa.array([dt.timedelta(days=400), None, None], pa.duration("us")),
+        "interval",
+        pa.duration("us"),
+        [dt.timedelta(days=400), None, None],
+    ),
+    Case(
+        "decimal128",
+        pa.array([decimal.Decimal("1.25"), decimal.Decimal("-3"), None], pa.decimal128(10, 2)),
+        "numeric(10,2)",
+        pa.decimal128(10, 2),
+        [decimal.Decimal("1.25"), decimal.Decimal("-3.00"), None],
+    ),
+    Case(
+        "decimal256",
+        pa.array([decimal.Decimal("1" * 45 + ".125"), None, None], pa.decimal256(50, 3)),
+        "numeric",
+        pa.large_string(),
+        ["1" * 45 + ".125", None, None],
+    ),
+    Case(
+        "uuid",
+        pa.ExtensionArray.from_storage(
+            pa.uuid(), pa.array([UUID.bytes, None, None], pa.binary(16))
+        ),
+        "uuid",
+        pa.uuid(),
+        [UUID, None, None],
+    ),
+    Case(
+        "json",
+        pa.ExtensionArray.from_storage(
+            pa.json_(pa.large_string()),
+            pa.array(['{"a": [1, null]}', None, None], pa.large_string()),
+        ),
+        "jsonb",
+        pa.json_(pa.large_string()),
+        ['{"a": [1, null]}', None, None],
+    ),
+    Case(
+        "binary",
+        pa.array([b"\x00\x01", None, None], pa.binary()),
+        "bytea",
+        pa.large_binary(),
+        [b"\x00\x01", None, None],
+    ),
+    Case(
+        "list-float64",
+        pa.array([[1.5, None, float("nan")], None, []], pa.list_(pa.float64())),
+        "double precision[]",
+        pa.large_list(pa.float64()),
+        [[1.5, None, float("nan")], None, []],
+    ),
+    Case(
+        "list-bool",
+        pa.array([[True, False], None, []], pa.large_list(pa.bool_())),
+        "boolean[]",
+        pa.large_list(pa.bool_()),
+        [[True, False], None, []],
+    ),
+]
+
+
+def _round_trip(
+    values_frame: Any, annotation: Any, postgres: PostgresResource
+) -> tuple[dict[str, Any], Any]:
+    """Materialize ``values_frame`` twice (inserted, then unchanged); return the write's
+    metadata and what an input annotated ``annotation`` got."""
+    upstream = frame_asset(values_frame, key=("lib", "t"), metadata={"conflict_target": "id"})
+    seen: dict[str, Any] = {}
+
+    def read(t):  # type: ignore[no-untyped-def]
+        seen["frame"] = t
+
+    read.__annotations__ = {"t": annotation, "return": None}  # the input's type, as written
+    copy = asset(key=AssetKey(["lib", "copy"]), ins={"t": AssetIn(key=AssetKey(["lib", "t"]))})(
+        read
+    )
+
+    for expected in ((3, 0), (0, 3)):
+        meta = written(run_assets([upstream, copy], postgres), ("lib", "t"))
+        assert (meta["rows_inserted"], meta["rows_unchanged"]) == expected
+    return meta, seen["frame"]
+
+
+def _column_type(meta: dict[str, Any]) -> str:
+    return {c.name: c.type for c in meta["dagster/column_schema"].columns}["value"]
+
+
+@pytest.mark.parametrize("case", POLARS_CASES, ids=[c.id for c in POLARS_CASES])
+def test_polars_round_trip(case: Case, postgres: PostgresResource) -> None:
+    frame = pl.DataFrame({"id": [1, 2, 3], "value": case.values})
+    meta, back = _round_trip(frame, pl.DataFrame, postgres)
+    assert _column_type(meta) == case.pg_type
+    assert isinstance(back, pl.DataFrame)
+    back = back.sort("id")
+    assert back.schema["value"] == case.back_type
+    assert _same(back["value"].to_list()) == _same(case.back)
+
+
+@pytest.mark.parametrize("case", ARROW_CASES, ids=[c.id for c in ARROW_CASES])
+def test_arrow_round_trip(case: Case, postgres: PostgresResource) -> None:
+    table = pa.table({"id": [1, 2, 3], "value": case.values})
+    meta, back = _round_trip(table, pa.Table, postgres)
+    assert _column_type(meta) == case.pg_type
+    assert isinstance(back, pa.Table)
+    back = back.sort_by("id")
+    assert back.schema.field("value").type == case.back_type
+    assert _same(back.column("value").to_pylist()) == _same(case.back)
+
+
+def test_pandas_writes_and_each_library_reads(postgres: PostgresResource) -> None:
+    frame = pd.DataFrame(
+        {
+            "id": [2, 1],
+            "n": pd.array([None, 7], dtype="Int64"),
+            "when": [
+                pd.Timestamp("2024-01-01 10:00", tz="UTC"),
+                pd.Timestamp("2024-01-02", tz="UTC"),
+            ],
+            "tag": ["b", None],
+        }
+    )
+    upstream = frame_asset(frame, key=("lib", "t"), metadata={"conflict_target": "id"})
+    seen: dict[str, Any] = {}
+
+    def reader(name: str, annotation: Any, **in_metadata: Any) -> Any:
+        def read(t):  # type: ignore[no-untyped-def]
+            seen[name] = t
+
+        read.__annotations__ = {"t": annotation, "return": None}
+        ins = {"t": AssetIn(key=AssetKey(["lib", "t"]), metadata=in_metadata)}
+        return asset(name=f"read_{name}", ins=ins)(read)
+
+    readers = [
+        reader("pandas", Any),
+        reader("polars", pl.DataFrame),
+        reader("lazy", pl.LazyFrame),
+        reader("arrow", pa.Table, columns=["id", "n"]),
+    ]
+    assert run_assets([upstream, *readers], postgres).success
+    assert isinstance(seen["pandas"], pd.DataFrame)  # an input without annotation
+    assert str(seen["pandas"]["n"].dtype) == "Int64"
+    polars = seen["polars"].sort("id")
+    assert isinstance(seen["lazy"], pl.LazyFrame)
+    assert seen["lazy"].collect().sort("id").equals(polars)
+    assert polars.to_dict(as_series=False) == {
+        "id": [1, 2],
+        "n": [7, None],
+        "when": [dt.datetime(2024, 1, 2, tzinfo=UTC), dt.datetime(2024, 1, 1, 10, tzinfo=UTC)],
+        "tag": [None, "b"],
+    }
+    assert seen["arrow"].sort_by("id").to_pydict() == {"id": [1, 2], "n": [7, None]}
+
+
+def test_an_input_annotated_with_an_unknown_type_names_the_input(
+    postgres: PostgresResource,
+) -> None:
+    upstream = frame_asset(pd.DataFrame({"id": [1]}), key=("lib", "t"))
+
+    @asset(ins={"rows": AssetIn(key=AssetKey(["lib", "t"]))})
+    def reader(rows: dict) -> None:  # type: ignore[type-arg]
+        raise AssertionError("not reached")
+
+    result = run_assets([upstream, reader], postgres, raise_on_error=False)
+    message = failure_message(result)
+    assert "input 'rows' of op 'reader'" in message.lower()
+    assert "annotated dict" in message
+    assert "polars.DataFrame" in message
+
+
+def test_a_polars_frame_upserts_into_partitions_and_adds_columns(
+    postgres: PostgresResource, db: Database
+) -> None:
+    from dagster import DailyPartitionsDefinition
+
+    days = DailyPartitionsDefinition(start_date="2024-01-01")
+    version = {"n": 1}
+
+    def frame() -> pl.DataFrame:
+        rows = pl.DataFrame(
+            {
+                "day": [dt.date(2024, 1, 2)] * 3,
+                "id": [1, 2, 3],
+                "v": [float(version["n"])] * 3,
+            }
+        )
+        return rows.with_columns(extra=pl.lit("new")) if version["n"] > 1 else rows
+
+    metadata = {"conflict_target": ["day", "id"], "partition_expr": "day"}
+    events = frame_asset(frame, key=("lib", "events"), metadata=metadata, partitions_def=days)
+    assert run_assets([events], postgres, partition_key="2024-01-02").success
+    version["n"] = 2
+    meta = written(run_assets([events], postgres, partition_key="2024-01-02"), ("lib", "events"))
+    assert (meta["rows_inserted"], meta["rows_updated"]) == (0, 3)
+    rows = db.rows("lib.events", "id")
+    assert [(r["id"], r["v"], r["extra"]) for r in rows] == [(i, 2.0, "new") for i in (1, 2, 3)]
+
+    version["n"] = 1  # a row outside the partition is refused: nothing changes
+    outside = pl.DataFrame({"day": [dt.date(2024, 1, 3)], "id": [9], "v": [0.0]})
+    stray = frame_asset(outside, key=("lib", "events"), metadata=metadata, partitions_def=days)
+    before = db.snapshot("lib.events")
+    result = run_assets([stray], postgres, partition_key="2024-01-02", raise_on_error=False)
+    assert "lib/events" in failure_message(result)
+    assert db.snapshot("lib.events") == before
