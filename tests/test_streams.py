@@ -1,0 +1,200 @@
+"""Outputs that arrive in pieces: a generator of frames (pandas, polars, Arrow, mixed), a
+pyarrow RecordBatchReader, an object with ``__arrow_c_stream__``, a polars LazyFrame. Each
+gets the guarantees of a DataFrame: one transaction, the duplicate-key policy, the key and
+type checks (on a chunk far into the stream, the table unchanged), counts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+from dagster import AssetKey, AssetsDefinition, Output, asset
+
+from resources import PostgresResource
+
+from .conftest import Database
+from .helpers import counts, failure_message, frame_asset, run_assets, written
+
+TABLE = "shop.products"
+KEYED = {"conflict_target": "sku"}
+CHUNK = 40_000  # rows per chunk: several of the encoder's 65,536-row pieces in all
+
+
+def pandas_chunks(start: int, stop: int, price: float = 1.0) -> Iterator[pd.DataFrame]:
+    for first in range(start, stop, CHUNK):
+        skus = np.arange(first, min(first + CHUNK, stop))
+        yield pd.DataFrame({"sku": skus, "price": np.full(len(skus), price)})
+
+
+class CapsuleStream:
+    """A producer of Arrow's C stream interface that is no pyarrow object (as a DuckDB
+    relation or a nanoarrow stream is)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        return self._table.__arrow_c_stream__(requested_schema)
+
+
+def stream_asset(output: Callable[[], Any], metadata: dict[str, Any]) -> AssetsDefinition:
+    """An asset returning ``output()``: an ``Output`` around a generator, as a user writes it."""
+
+    @asset(key=AssetKey(["shop", "products"]), metadata=metadata)
+    def products() -> Output[Any]:
+        made = output()
+        return made if isinstance(made, Output) else Output(made)
+
+    return products
+
+
+def _arrow(start: int, stop: int, price: float = 1.0) -> pa.Table:
+    skus = np.arange(start, stop)
+    return pa.table({"sku": skus, "price": np.full(len(skus), price)})
+
+
+# Each makes a fresh output of rows [start, stop) at ``price``.
+# A generator goes in an Output: Dagster reads a bare generator an asset returns as the
+# asset's events. Other iterators (map, itertools) need no wrapping.
+SOURCES: dict[str, Callable[[int, int, float], Any]] = {
+    "pandas-generator": lambda a, b, p: Output(pandas_chunks(a, b, p)),
+    "polars-map": lambda a, b, p: map(pl.from_pandas, pandas_chunks(a, b, p)),
+    "arrow-generator": lambda a, b, p: Output(
+        pa.Table.from_pandas(c, preserve_index=False) for c in pandas_chunks(a, b, p)
+    ),
+    "mixed-generator": lambda a, b, p: Output(
+        c if i % 2 else pl.from_pandas(c) for i, c in enumerate(pandas_chunks(a, b, p))
+    ),
+    "record-batch-reader": lambda a, b, p: pa.RecordBatchReader.from_batches(
+        _arrow(a, b, p).schema, _arrow(a, b, p).to_batches(max_chunksize=CHUNK)
+    ),
+    "arrow-c-stream": lambda a, b, p: CapsuleStream(_arrow(a, b, p)),
+    "polars-lazy": lambda a, b, p: pl.LazyFrame(_arrow(a, b, p)),
+}
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_a_stream_upserts_like_a_frame(
+    source: str, postgres: PostgresResource, db: Database
+) -> None:
+    make = SOURCES[source]
+    state = {"range": (0, 150_000), "price": 1.0}
+
+    def output() -> Any:
+        start, stop = state["range"]
+        return make(start, stop, state["price"])
+
+    products = stream_asset(output, metadata=KEYED)
+    meta = written(run_assets([products], postgres))
+    assert counts(meta) == (150_000, 150_000, 0, 0, 0)
+    # Again with half the rows changed and 50,000 new: one upsert of a stream.
+    state.update(range=(75_000, 200_000), price=2.0)
+    meta = written(run_assets([products], postgres))
+    assert counts(meta) == (125_000, 50_000, 75_000, 0, 0)
+    rows = db.fetch(
+        f"SELECT count(*) AS n, count(DISTINCT sku) AS keys, sum(price) AS total FROM {TABLE}"
+    )[0]
+    assert (rows["n"], rows["keys"], rows["total"]) == (200_000, 200_000, 75_000 + 2.0 * 125_000)
+
+
+def test_duplicate_keys_across_chunks_follow_the_policy(
+    postgres: PostgresResource, db: Database
+) -> None:
+    def output() -> Iterator[pd.DataFrame]:
+        yield pd.DataFrame({"sku": [1, 2], "price": [1.0, 1.0]})
+        yield pd.DataFrame({"sku": [2, 3], "price": [2.0, 2.0]})
+
+    keep_last = stream_asset(output, metadata={**KEYED, "duplicates": "keep_last"})
+    assert run_assets([keep_last], postgres).success
+    assert [(r["sku"], r["price"]) for r in db.rows(TABLE, "sku")] == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 2.0),
+    ]
+    before = db.snapshot(TABLE)
+    refused = stream_asset(output, metadata=KEYED)
+    message = failure_message(run_assets([refused], postgres, raise_on_error=False))
+    assert "sku" in message and "Asset shop/products" in message
+    assert db.snapshot(TABLE) == before
+
+
+@pytest.mark.parametrize(
+    ("bad_chunk", "expected"),
+    [
+        (
+            pd.DataFrame({"sku": [10**6], "price": ["not a number"]}),
+            ["column 'price' is large_string in a chunk from row 120000", "double in the first"],
+        ),
+        (
+            pd.DataFrame({"sku": [10**6], "cost": [1.0]}),
+            ["a chunk has columns ['sku', 'cost']", "['sku', 'price']"],
+        ),
+        (
+            pd.DataFrame({"sku": pd.array([10**6, None], dtype="Int64"), "price": [1.0, 2.0]}),
+            ["conflict_target column 'sku'", "1 NULL value", "row 120001"],
+        ),
+    ],
+    ids=["other-type", "other-columns", "null-key"],
+)
+def test_a_bad_chunk_far_into_the_stream_changes_nothing(
+    bad_chunk: pd.DataFrame, expected: list[str], postgres: PostgresResource, db: Database
+) -> None:
+    seed = stream_asset(lambda: pandas_chunks(0, 1000), metadata=KEYED)
+    assert run_assets([seed], postgres).success
+    before = db.snapshot(TABLE)
+
+    def output() -> Iterator[pd.DataFrame]:
+        yield from pandas_chunks(0, 120_000, price=5.0)  # every row already stored changes
+        yield bad_chunk
+
+    result = run_assets([stream_asset(output, metadata=KEYED)], postgres, raise_on_error=False)
+    message = failure_message(result)
+    assert "Asset shop/products" in message
+    for part in expected:
+        assert part in message
+    assert db.snapshot(TABLE) == before
+
+
+def test_an_empty_generator_is_refused(postgres: PostgresResource) -> None:
+    result = run_assets(
+        [stream_asset(lambda: iter([]), metadata=KEYED)], postgres, raise_on_error=False
+    )
+    assert "yielded no chunk" in failure_message(result)
+
+
+def test_a_replace_from_a_lazy_frame_replaces_every_row(
+    postgres: PostgresResource, db: Database
+) -> None:
+    seed = stream_asset(lambda: pandas_chunks(0, 5000), metadata=KEYED)
+    assert run_assets([seed], postgres).success
+    lazy = pl.LazyFrame({"sku": [7, 8], "price": [1.5, 2.5]}).filter(pl.col("sku") > 7)
+    replace = frame_asset(lazy, metadata={**KEYED, "write_mode": "replace"})
+    meta = written(run_assets([replace], postgres))
+    assert counts(meta)[4] == 5000 - 1  # sku 8 is new; every stored row but none kept
+    assert [(r["sku"], r["price"]) for r in db.rows(TABLE, "sku")] == [(8, 2.5)]
+
+
+def test_a_polars_frame_without_the_extra_names_it() -> None:
+    """polars older than the extra's minimum (collect_batches removed, as before 1.34)."""
+    script = (
+        "import polars as pl\n"
+        "del pl.LazyFrame.collect_batches\n"
+        "from resources.handlers import to_arrow\n"
+        "from resources.errors import ConfigurationError\n"
+        "try:\n"
+        "    to_arrow(pl.DataFrame({'a': [1]}))\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert "polars 2" in out or "polars 1" in out
+    assert "pip install 'dagster-copy-upsert[polars]'" in out
