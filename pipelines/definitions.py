@@ -12,7 +12,16 @@ from dagster import (
 
 from resources import PostgresResource, PostgresUpsertIOManager
 
-from .assets import airlines, airports, flights, monthly_delays, planes, weather
+from .assets import (
+    airlines,
+    airports,
+    flights,
+    monthly_delays,
+    planes,
+    route_stats,
+    weather,
+    weather_readings,
+)
 
 # url unset: DATABASE_URL when it is set, else the embedded PostgreSQL.
 postgres = PostgresResource()
@@ -35,7 +44,16 @@ dimensions_schedule = ScheduleDefinition(
 flights_schedule = build_schedule_from_partitioned_job(flights_job, hour_of_day=6)
 
 defs = Definitions(
-    assets=[airlines, airports, planes, weather, flights, monthly_delays],
+    assets=[
+        airlines,
+        airports,
+        planes,
+        weather,
+        weather_readings,
+        flights,
+        monthly_delays,
+        route_stats,
+    ],
     jobs=[dimensions_job, flights_job],
     schedules=[dimensions_schedule, flights_schedule],
     resources={"postgres": postgres, "io_manager": PostgresUpsertIOManager(postgres=postgres)},

@@ -38,7 +38,12 @@ def with_column(name: str, values: list[Any]) -> Callable[[], pd.DataFrame]:
 
 
 CASES = [
-    Case("not-a-dataframe", lambda: [1, 2, 3], KEYED, ["returned list", "return a pandas or polars DataFrame"]),
+    Case(
+        "not-a-dataframe",
+        lambda: [1, 2, 3],
+        KEYED,
+        ["returned list", "return a pandas or polars DataFrame"],
+    ),
     Case("none-returned", lambda: None, KEYED, ["returned NoneType"]),
     Case(
         "conflict-target-missing",

@@ -27,7 +27,9 @@ ROWS = 100_000
 async def _limit_seconds(url: str, data: pd.DataFrame) -> float:
     """Stream pre-encoded binary COPY data into an empty table with the same primary key:
     what the server needs with no client work at all."""
-    payload = b"".join(chunk for _, chunk in prepare_frame(to_arrow(data), PLAN).binary_copy_chunks())
+    payload = b"".join(
+        chunk for _, chunk in prepare_frame(to_arrow(data), PLAN).binary_copy_chunks()
+    )
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {TABLE}; {DDL}")

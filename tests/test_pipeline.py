@@ -14,7 +14,7 @@ import pytest
 from dagster import DagsterInstance, Definitions, build_schedule_context
 
 from pipelines.__main__ import runs
-from pipelines.assets import MONTHS
+from pipelines.assets import MEASURES, MONTHS
 from pipelines.data import nycflights13
 from pipelines.definitions import defs
 
@@ -73,6 +73,7 @@ def test_pipeline_loads_nycflights13_and_a_second_run_changes_nothing(
         "planes": 3322,
         "weather": 26115 - 3,  # three airports x one repeated local hour, keep_first
         "flights": 336_776,
+        "route_stats": 2_313,
     }
     first = _materialize_everything()
     for table, rows in expected_rows.items():
@@ -117,6 +118,29 @@ def test_pipeline_loads_nycflights13_and_a_second_run_changes_nothing(
     assert stats[0]["flights"] == len(jan)
     assert stats[0]["mean_dep_delay"] == pytest.approx(jan["dep_delay"].mean())
     assert stats[0]["airline"] == "American Airlines Inc."
+    # route_stats (polars, from the table the pandas flights asset wrote) agrees with pandas.
+    route = db.fetch(
+        "SELECT flights, mean_air_time, distance FROM nycflights.route_stats "
+        "WHERE origin = 'JFK' AND dest = 'LAX' AND month = '2013-01-01 00:00-05'"
+    )
+    jfk_lax = nycflights13("flights").query("month == 1 and origin == 'JFK' and dest == 'LAX'")
+    assert route == [
+        {
+            "flights": len(jfk_lax),
+            "mean_air_time": pytest.approx(jfk_lax["air_time"].mean()),
+            "distance": 2475.0,
+        }
+    ]
+    # weather_readings, streamed a measure at a time: every present value, once.
+    weather = nycflights13("weather")
+    readings = db.fetch(
+        "SELECT measure, count(*) AS n, sum(value) AS total FROM nycflights.weather_readings "
+        "GROUP BY measure ORDER BY measure"
+    )
+    assert {r["measure"]: r["n"] for r in readings} == {
+        m: int(weather[m].notna().sum()) for m in sorted(MEASURES)
+    }
+    assert readings[0]["total"] == pytest.approx(weather[readings[0]["measure"]].sum())
 
     second = _materialize_everything()
     for table, sums in second.items():
