@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -75,10 +75,17 @@ class BinaryCopyDecoder:
     ended.
     """
 
-    def __init__(self, columns: Mapping[str, ReadType]) -> None:
+    def __init__(
+        self,
+        columns: Mapping[str, ReadType],
+        send: Callable[[pa.Table], Awaitable[None]] | None = None,
+    ) -> None:
         """``columns``: each column's name and how it is read (:func:`types.read_type`), in
-        COPY order."""
+        COPY order. ``send``: stream each decoded piece to it, in order, rather than keep
+        them for :meth:`table`; the COPY waits while ``send`` does."""
         self.columns = dict(columns)
+        self.send = send
+        self.sent_rows = 0
         wires = [None if c.wire is None else np.dtype(c.wire) for c in self.columns.values()]
         self.widths = np.array([-1 if w is None else w.itemsize for w in wires], dtype=np.int64)
         # Numbers arrive big-endian: reversing each value's bytes makes them this machine's.
@@ -95,19 +102,38 @@ class BinaryCopyDecoder:
         self.received_bytes += len(data)
         if self.received_bytes >= PIECE_BYTES:
             self._hand_over()
+            # Streaming: one piece decoding while the next arrives, no more.
+            await self._send(in_flight=1)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The decoded table's schema."""
+        return pa.schema([(name, column.arrow) for name, column in self.columns.items()])
 
     async def table(self, rows: int) -> pa.Table:
-        """The Arrow table, once the COPY has reported ``rows`` rows."""
+        """The Arrow table (streaming: empty, every piece sent), once the COPY has reported
+        ``rows`` rows."""
         self._hand_over()
+        last = self.pieces[-1]
+        await self._send(in_flight=0)
         pieces = await asyncio.gather(*self.pieces)
-        if not pieces[-1].rest.finished or pieces[-1].rest.size:
+        if not (await last).rest.finished or (await last).rest.size:
             raise RuntimeError("the COPY output ended inside a row")
         tables = [piece.table for piece in pieces if piece.table is not None]
-        schema = pa.schema([(name, column.arrow) for name, column in self.columns.items()])
-        table = pa.concat_tables(tables) if tables else schema.empty_table()
-        if table.num_rows != rows:
-            raise RuntimeError(f"decoded {table.num_rows} rows of the {rows} that COPY sent")
+        table = pa.concat_tables(tables) if tables else self.schema.empty_table()
+        if table.num_rows + self.sent_rows != rows:
+            raise RuntimeError(
+                f"decoded {table.num_rows + self.sent_rows} rows of the {rows} that COPY sent"
+            )
         return table
+
+    async def _send(self, in_flight: int) -> None:
+        """Hand decoded pieces to ``send``, oldest first, until ``in_flight`` are left."""
+        while self.send is not None and len(self.pieces) > in_flight:
+            piece = await self.pieces.pop(0)
+            if piece.table is not None:
+                self.sent_rows += piece.table.num_rows
+                await self.send(piece.table)
 
     async def close(self) -> None:
         """Wait for pieces still being decoded (after a failed COPY), ignoring their results."""

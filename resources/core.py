@@ -228,13 +228,20 @@ async def read_arrow(
     table: str,
     columns: Sequence[str] | None = None,
     partition: Sequence[PartitionSlice] = (),
+    stream: read.ArrowStream | None = None,
 ) -> tuple[pa.Table, Mapping[str, Column]]:
     """:func:`read_table`'s Arrow table, before a handler turns it into a frame, with the
-    catalog's description of each column read."""
+    catalog's description of each column read; with ``stream``, sent to it piece by piece
+    (see :func:`resources.streaming.record_batch_reader`)."""
     driver = await driver_connection(conn)
     try:
         return await read.read_arrow(
-            driver, schema=schema, table=table, columns=columns, partition=partition
+            driver,
+            schema=schema,
+            table=table,
+            columns=columns,
+            partition=partition,
+            stream=stream,
         )
     except Exception as exc:
         _raise_translated(exc, Operation("read", f"{schema}.{table}"), driver)

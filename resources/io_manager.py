@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +14,9 @@ from dagster import (
     TableSchema,
 )
 from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .catalog import Column
 from .core import WritePlan, copy_upsert, read_arrow
 from .errors import CopyUpsertError, TableNotFoundError
 from .handlers import handler_for_input, to_arrow
@@ -32,8 +35,9 @@ from .outputs import (
     run_scoped,
     table_for,
 )
-from .read import convert
+from .read import ArrowStream, convert
 from .resource import PostgresResource
+from .streaming import record_batch_reader
 
 
 class PostgresUpsertIOManager(ConfigurableIOManager):
@@ -179,7 +183,10 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         input_metadata = plain(context.definition_metadata)
         try:
             refuse_misspelled_keys(input_metadata, of_input=True)
-            handler = handler_for_input(context.dagster_type.typing_type)
+            annotation = context.dagster_type.typing_type
+            handler = handler_for_input(annotation)
+            # A reader streams the table batch by batch, for tables larger than memory.
+            streamed = annotation is pa.RecordBatchReader
         except CopyUpsertError as exc:
             raise exc.for_output(input_label(context)) from exc
         try:
@@ -195,19 +202,38 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             tagged = upstream is not None and run_scoped(upstream, upstream_metadata)
             if tagged and columns is not None:
                 columns = [*([columns] if isinstance(columns, str) else columns), RUN_ID_COLUMN]
-            arrow, read_columns = self.postgres.run(
-                lambda conn: read_arrow(
-                    conn, schema=schema, table=table, columns=columns, partition=partition
+            name = f"{schema}.{table}"
+
+            def to_frame(arrow: pa.Table, read_columns: Mapping[str, Column]) -> Any:
+                if tagged and upstream is not None:
+                    arrow, read_columns = check_run(arrow, read_columns, upstream.run_id, name)
+                return convert(handler, arrow, read_columns, name)
+
+            def read(conn: AsyncConnection, stream: ArrowStream | None = None) -> Any:
+                return read_arrow(
+                    conn,
+                    schema=schema,
+                    table=table,
+                    columns=columns,
+                    partition=partition,
+                    stream=stream,
                 )
-            )
-            if tagged and upstream is not None:
-                arrow, read_columns = check_run(
-                    arrow, read_columns, upstream.run_id, f"{schema}.{table}"
+
+            if streamed:
+                return record_batch_reader(
+                    self.postgres.run, read, to_frame, lambda exc: _named(exc, label)
                 )
-            return convert(handler, arrow, read_columns, f"{schema}.{table}")
+            return to_frame(*self.postgres.run(read))
         except TableNotFoundError as exc:
             if unmapped or reads_itself(context):
+                if streamed:
+                    return pa.RecordBatchReader.from_batches(pa.schema([]), [])
                 return convert(handler, pa.table({}), {}, "")
-            raise exc.for_output(label) from exc
+            raise _named(exc, label) from exc
         except CopyUpsertError as exc:
             raise exc.for_output(label) from exc
+
+
+def _named(exc: BaseException, label: str) -> BaseException:
+    """Our errors with the asset (or op output) named; others as they are."""
+    return exc.for_output(label) if isinstance(exc, CopyUpsertError) else exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import pyarrow as pa
@@ -36,10 +36,12 @@ async def read_arrow(
     table: str,
     columns: Sequence[str] | None = None,
     partition: Sequence[PartitionSlice] = (),
+    stream: ArrowStream | None = None,
 ) -> tuple[pa.Table, Mapping[str, Column]]:
     """Read ``schema.table`` (only ``columns``, only the ``partition`` slice) into an Arrow
     table, in a read-only transaction of its own (a savepoint inside the caller's); with it,
-    the catalog's description of each column read.
+    the catalog's description of each column read. With ``stream``, the table is sent to
+    it piece by piece as it is decoded (and the table returned is empty).
 
     The rows travel as ``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` and are decoded with
     the table's column types (:data:`types.READ_TYPES`).
@@ -73,7 +75,12 @@ async def read_arrow(
                 )
             selected = {name: stored[name] for name in names}
             query, params = read_query(schema, table, selected, partition, stored)
-            decoder = BinaryCopyDecoder({n: read_type(c.type) for n, c in selected.items()})
+            decoder = BinaryCopyDecoder(
+                {n: read_type(c.type) for n, c in selected.items()},
+                None if stream is None else stream.send,
+            )
+            if stream is not None:
+                await stream.begin(decoder.schema, selected)
             status = await driver.copy_from_query(
                 query, *params, output=decoder.feed, format="binary"
             )
@@ -92,6 +99,16 @@ async def read_arrow(
         return await decoder.table(rows=sql.affected(status)), selected
     except ValueError as exc:
         raise _unreadable(f"{schema}.{table}", exc) from exc
+
+
+class ArrowStream(Protocol):
+    """Where a streamed read goes: its schema and columns first, then each piece."""
+
+    async def begin(self, schema: pa.Schema, columns: Mapping[str, Column]) -> None:
+        """The decoded pieces' schema, and the catalog's description of each column."""
+
+    async def send(self, piece: pa.Table) -> None:
+        """The next piece of rows; the COPY waits until this returns."""
 
 
 def convert(

@@ -5,8 +5,10 @@ type checks (on a chunk far into the stream, the table unchanged), counts."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,10 +16,11 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
-from dagster import AssetKey, AssetsDefinition, Output, asset
+from dagster import AssetIn, AssetKey, AssetsDefinition, Output, asset
 
-from resources import PostgresResource
+from resources import PostgresResource, read_table
 
 from .conftest import Database
 from .helpers import counts, failure_message, frame_asset, run_assets, written
@@ -198,3 +201,86 @@ def test_a_polars_frame_without_the_extra_names_it() -> None:
     ).stdout
     assert "polars 2" in out or "polars 1" in out
     assert "pip install 'dagster-copy-upsert[polars]'" in out
+
+
+def _copy_running(db: Database) -> bool:
+    rows = db.fetch(
+        "SELECT count(*) AS n FROM pg_stat_activity "
+        "WHERE state = 'active' AND query LIKE 'COPY (SELECT%' AND pid <> pg_backend_pid()"
+    )
+    return bool(rows[0]["n"])
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _big_table(db: Database, rows: int) -> None:
+    db.execute(
+        "CREATE SCHEMA shop; CREATE TABLE shop.products (sku bigint PRIMARY KEY, price float8, "
+        "note text); INSERT INTO shop.products SELECT g, g / 2.0, repeat(md5(g::text), 3) "
+        f"FROM generate_series(1, {rows}) g"
+    )
+
+
+def test_a_reader_input_streams_the_table_batch_by_batch(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """The COPY is still running when the first batch arrives: the table is never whole in
+    memory (each piece waits for the reader)."""
+    _big_table(db, 400_000)  # about 45 MB of COPY data: a dozen pieces
+    seen: dict[str, Any] = {}
+    upstream = frame_asset(pd.DataFrame(), key=("shop", "products"))
+
+    @asset(ins={"rows": AssetIn(key=AssetKey(["shop", "products"]))})
+    def totals(rows: pa.RecordBatchReader) -> None:
+        first = rows.read_next_batch()
+        seen["running_after_first"] = _copy_running(db)
+        count, total = first.num_rows, pc.sum(first.column("sku")).as_py()
+        for batch in rows:
+            count += batch.num_rows
+            total += pc.sum(batch.column("sku")).as_py()
+        seen.update(count=count, total=total, schema=rows.schema)
+
+    result = run_assets([upstream, totals], postgres, selection=[totals.key])
+    assert result.success
+    assert seen["running_after_first"] is True
+    assert (seen["count"], seen["total"]) == (400_000, 400_000 * 400_001 // 2)
+    assert seen["schema"].names == ["sku", "price", "note"]
+    assert _wait_until(lambda: not _copy_running(db))
+
+
+def test_a_reader_left_early_ends_the_copy(postgres: PostgresResource, db: Database) -> None:
+    """A step that reads one batch and returns: the COPY stops once the reader is freed."""
+    _big_table(db, 400_000)
+    upstream = frame_asset(pd.DataFrame(), key=("shop", "products"))
+
+    @asset(ins={"rows": AssetIn(key=AssetKey(["shop", "products"]))})
+    def peek(rows: pa.RecordBatchReader) -> None:
+        assert rows.read_next_batch().num_rows > 0
+        assert _copy_running(db)
+
+    assert run_assets([upstream, peek], postgres, selection=[peek.key]).success
+    gc.collect()
+    assert _wait_until(lambda: not _copy_running(db))
+    # The connection is back in the pool and works.
+    assert postgres.run(
+        lambda conn: read_table(conn, schema="shop", table="products", columns=["sku"])
+    ).shape == (400_000, 1)
+
+
+def test_a_reader_of_a_missing_table_names_the_asset(postgres: PostgresResource) -> None:
+    upstream = frame_asset(pd.DataFrame(), key=("shop", "products"))
+
+    @asset(ins={"rows": AssetIn(key=AssetKey(["shop", "products"]))})
+    def reader(rows: pa.RecordBatchReader) -> None:
+        raise AssertionError("not reached")
+
+    result = run_assets([upstream, reader], postgres, selection=[reader.key], raise_on_error=False)
+    message = failure_message(result)
+    assert "Asset shop/products" in message and "does not exist" in message

@@ -131,7 +131,7 @@ def handler_for_input(annotation: Any) -> FrameHandler:
     """
     if annotation in (None, Any, object, pd.DataFrame):
         return PandasHandler()
-    if annotation is pa.Table:
+    if annotation in (pa.Table, pa.RecordBatchReader):
         return ArrowHandler()
     if _from_polars(annotation):
         handler = _polars(lazy=getattr(annotation, "__name__", "") == "LazyFrame")
@@ -140,5 +140,5 @@ def handler_for_input(annotation: Any) -> FrameHandler:
     raise ConfigurationError(
         f"an input annotated {getattr(annotation, '__name__', annotation)!s} cannot be loaded "
         "by this IO manager: annotate it pandas.DataFrame (or leave it unannotated), "
-        "polars.DataFrame, polars.LazyFrame or pyarrow.Table"
+        "polars.DataFrame, polars.LazyFrame, pyarrow.Table or pyarrow.RecordBatchReader"
     )

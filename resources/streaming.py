@@ -1,0 +1,114 @@
+"""A read handed to the caller's thread batch by batch: a ``pyarrow.RecordBatchReader`` over a
+COPY still running, for tables larger than memory.
+
+The COPY runs on the resource's loop (its own thread, as every read does); each decoded
+piece waits in a one-place queue until the reader takes it, and the COPY waits meanwhile,
+so memory holds about two pieces (a few MB) whatever the table's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, NoReturn
+
+import pyarrow as pa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .catalog import Column
+
+__all__ = ["record_batch_reader"]
+
+# How often a piece waiting for the reader checks that the reader is still there.
+_WAIT_SECONDS = 0.2
+_END = object()
+
+
+class ReaderClosed(Exception):
+    """The reader was closed (or dropped) before the last piece: end the COPY."""
+
+
+class _Pipe:
+    """Pieces from the resource's loop to the reader's thread, one at a time."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self.closed = threading.Event()
+
+    async def begin(self, schema: pa.Schema, columns: Mapping[str, Column]) -> None:
+        await self.send((schema, columns))
+
+    async def send(self, piece: Any) -> None:
+        await asyncio.to_thread(self._put, piece)
+
+    def _put(self, item: Any) -> None:
+        while not self.closed.is_set():
+            try:
+                self.queue.put(item, timeout=_WAIT_SECONDS)
+                return
+            except queue.Full:
+                continue
+        raise ReaderClosed
+
+    def take(self) -> Any:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+def record_batch_reader(
+    run: Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Any],
+    read: Callable[[AsyncConnection, _Pipe], Awaitable[Any]],
+    convert: Callable[[pa.Table, Mapping[str, Column]], pa.Table],
+    name_error: Callable[[BaseException], BaseException] = lambda exc: exc,
+) -> pa.RecordBatchReader:
+    """A reader of what ``read(conn, stream)`` sends, each piece through ``convert``.
+
+    ``run`` runs the read on a pooled connection (the resource's ``run``), in a thread of its
+    own, until the reader has taken every piece or is closed. An error before the first row
+    (a missing table) raises from this call; a later one from the iteration that reaches it,
+    through ``name_error``.
+    """
+    pipe = _Pipe()
+
+    def work() -> None:
+        try:
+            run(lambda conn: read(conn, pipe))
+        except BaseException as exc:  # handed to the reader's thread
+            if not pipe.closed.is_set():
+                pipe._put(exc)
+        else:
+            pipe._put(_END)
+
+    threading.Thread(target=work, name="copy-upsert-stream", daemon=True).start()
+    schema, columns = pipe.take()
+    empty = convert(schema.empty_table(), columns)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            while (piece := pipe.take()) is not _END:
+                yield from convert(piece, columns).to_batches()
+        except ReaderClosed:
+            return
+        except BaseException as exc:
+            _raise_named(exc, name_error)
+        finally:
+            pipe.closed.set()
+
+    stream = batches()
+    # A reader dropped before its first batch never runs the generator's finally.
+    weakref.finalize(stream, pipe.closed.set)
+    return pa.RecordBatchReader.from_batches(empty.schema, stream)
+
+
+def _raise_named(
+    exc: BaseException, name_error: Callable[[BaseException], BaseException]
+) -> NoReturn:
+    named = name_error(exc)
+    if named is exc:
+        raise exc
+    raise named from exc
