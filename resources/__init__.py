@@ -1,11 +1,14 @@
-"""Load pandas DataFrames into PostgreSQL with binary COPY and an atomic upsert, from Dagster."""
+"""Load DataFrames (pandas, polars, Arrow, streams of them) into PostgreSQL with binary COPY and an
+atomic upsert, from Dagster."""
 
 from .core import (
+    ArrowFrame,
     KeySlice,
     TimeWindowSlice,
     WritePlan,
     WriteResult,
     copy_upsert,
+    read_arrow,
     read_table,
 )
 from .embedded import embedded_database_url
@@ -26,6 +29,7 @@ from .io_manager import PostgresUpsertIOManager
 from .resource import PostgresResource
 
 __all__ = [
+    "ArrowFrame",
     "ConfigurationError",
     "ConnectionLostError",
     "CopyUpsertError",
@@ -45,5 +49,6 @@ __all__ = [
     "WriteResult",
     "copy_upsert",
     "embedded_database_url",
+    "read_arrow",
     "read_table",
 ]

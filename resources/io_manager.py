@@ -41,8 +41,9 @@ from .streaming import record_batch_reader
 
 
 class PostgresUpsertIOManager(ConfigurableIOManager):
-    """Stores each asset's DataFrame in a PostgreSQL table with binary COPY and an atomic
-    ``INSERT ... ON CONFLICT`` merge, and loads tables back as DataFrames.
+    """Stores each asset's DataFrame (pandas, polars, Arrow, or a stream of them) in a
+    PostgreSQL table with binary COPY and an atomic merge, and loads tables back as the
+    input's annotation asks (pandas by default; polars, Arrow, or a streaming Arrow reader).
 
     The table is the last asset-key component (or the ``table`` metadata); its schema is the
     ``schema`` metadata, else the asset-key prefix (its components joined by ``__``), else

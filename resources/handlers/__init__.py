@@ -36,8 +36,6 @@ POLARS_EXTRA = "pip install 'dagster-copy-upsert[polars]' (polars>=1.34)"
 class FrameHandler(Protocol):
     """One library's two sides."""
 
-    library: str
-
     @property
     def supported_types(self) -> tuple[type, ...]:
         """The frame types this handler writes and reads."""

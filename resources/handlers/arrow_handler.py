@@ -35,7 +35,6 @@ class ArrowHandler:
     """Writes ``pyarrow.Table``, ``RecordBatch`` and ``RecordBatchReader``; reads
     ``pyarrow.Table``."""
 
-    library = "pyarrow"
     supported_types: tuple[type, ...] = (pa.Table, pa.RecordBatch, pa.RecordBatchReader)
 
     def to_arrow(self, obj: pa.Table | pa.RecordBatch | pa.RecordBatchReader) -> ArrowFrame:
@@ -55,7 +54,6 @@ class ArrowStreamHandler:
     """Writes any object with ``__arrow_c_stream__`` (DuckDB relations, nanoarrow streams,
     and other producers of Arrow's PyCapsule stream interface) as a stream read once."""
 
-    library = "Arrow PyCapsule stream"
     supported_types: tuple[type, ...] = ()
 
     def accepts(self, obj: object) -> bool:

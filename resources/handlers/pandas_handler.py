@@ -24,7 +24,6 @@ from ..types import read_type
 class PandasHandler:
     """Writes and reads ``pandas.DataFrame``."""
 
-    library = "pandas"
     supported_types: tuple[type, ...] = (pd.DataFrame,)
 
     def to_arrow(self, obj: pd.DataFrame) -> ArrowFrame:

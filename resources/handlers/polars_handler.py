@@ -22,8 +22,6 @@ if not hasattr(pl.LazyFrame, "collect_batches"):
 class PolarsHandler:
     """Writes ``polars.DataFrame`` and ``polars.LazyFrame``; reads either."""
 
-    library = "polars"
-
     supported_types: tuple[type, ...] = (pl.DataFrame, pl.LazyFrame)
 
     def to_arrow(self, obj: pl.DataFrame | pl.LazyFrame) -> ArrowFrame:
