@@ -38,8 +38,8 @@ TextAs = Literal["jsonb", "numeric"]
 class ArrowFrame:
     """What a handler hands the core: the frame as Arrow record batches.
 
-    ``batches`` starts a pass over the rows; every batch has ``schema``'s columns (a column
-    of Arrow's null type in one batch may have the schema's type in another). ``rows`` is
+    ``batches`` starts a pass over the rows; every batch has ``schema``'s columns, each of
+    the same type once encoded (a column of Arrow's null type, all NULL, fits any). ``rows`` is
     None for a stream, whose length is known once it is copied; a stream that can be read
     only once has ``replayable`` False, and its write is not retried.
     """
@@ -146,15 +146,24 @@ class PreparedFrame:
     def _check_chunk(self, batch: pa.RecordBatch, start: int) -> None:
         if batch.schema.names != self.source.schema.names:
             raise FrameError(
-                f"a chunk has columns {batch.schema.names}, the first had "
+                f"a chunk from row {start} has columns {batch.schema.names}, the first had "
                 f"{self.source.schema.names}: every chunk of a frame needs the same columns"
             )
-        for field_, given in zip(self.source.schema, batch.schema, strict=True):
-            if given.type != field_.type and not pa.types.is_null(given.type):
+        for first, given, target in zip(self.source.schema, batch.schema, self.schema, strict=True):
+            # Chunks may differ in how Arrow holds a type (string or large_string, a
+            # dictionary's index width, another library's chunk), not in the type.
+            if pa.types.is_null(given.type) or _encodable_type(given.type) == target.type:
+                continue
+            if pa.types.is_null(first.type):
                 raise FrameError(
-                    f"column {field_.name!r} is {given.type} in a chunk from row {start}, but "
-                    f"{field_.type} in the first: give every chunk the same column types"
+                    f"column {first.name!r} has no value in the first chunk, so no type, but "
+                    f"is {given.type} in a chunk from row {start}: give the first chunk's "
+                    "column its type (pandas: astype, polars: cast)"
                 )
+            raise FrameError(
+                f"column {first.name!r} is {given.type} in a chunk from row {start}, but "
+                f"{first.type} in the first: give every chunk the same column types"
+            )
         for name in self.key:
             nulls = batch.column(name).null_count
             if nulls:
@@ -243,8 +252,13 @@ def prepare_frame(
     json_columns = frozenset(n for n, t in text_as.items() if t == "jsonb")
     try:
         encoder_columns = _encoder(schema, json_columns).schema().columns
-    except Exception as exc:
-        raise FrameError(f"cannot encode the frame for COPY: {exc}") from exc
+    except ValueError:
+        for given, encodable in zip(frame.schema, schema, strict=True):
+            try:
+                _encoder(pa.schema([encodable]), json_columns)
+            except ValueError as exc:
+                raise _unstorable(given) from exc
+        raise
     for given, encodable, encoded in zip(frame.schema, schema, encoder_columns, strict=True):
         if encodable.name not in types:
             types[encodable.name] = _pg_type(given, encodable, encoded.data_type.ddl())
@@ -331,21 +345,49 @@ def _encodable_type(arrow_type: pa.DataType) -> pa.DataType:
     if pa.types.is_null(arrow_type):
         # Every value is NULL, so the encoded type never reaches the wire.
         return pa.large_string()
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+    if _is_list(arrow_type):
         return pa.large_list(_encodable_type(arrow_type.value_type))
     return arrow_type
 
 
+def _unstorable(given: pa.Field) -> FrameError:
+    hint = (
+        ": send it as JSON text (a polars Struct is written as jsonb)"
+        if pa.types.is_struct(given.type) or pa.types.is_map(given.type)
+        else ""
+    )
+    return FrameError(
+        f"column {given.name!r} has Arrow type {given.type}, which cannot be stored{hint}: "
+        "convert the column to a supported type (see the README's type table)"
+    )
+
+
 def _pg_type(given: pa.Field, encodable: pa.Field, encoded_as: str | None) -> PgType:
     if encoded_as is None or encoded_as.startswith("userdefined"):
-        raise FrameError(
-            f"column {given.name!r} has Arrow type {given.type}, which cannot be stored: "
-            "convert the column to a supported type (see the README's type table)"
-        )
+        raise _unstorable(given)
     if pa.types.is_decimal(encodable.type):
         return numeric_type(encodable.type.precision, encodable.type.scale)
-    zoned = pa.types.is_timestamp(encodable.type) and encodable.type.tz is not None
+    value = encodable.type.value_type if _is_list(encodable.type) else encodable.type
+    zoned = pa.types.is_timestamp(value) and value.tz is not None
     return frame_type(encoded_as, zoned=zoned)
+
+
+def _is_list(arrow_type: pa.DataType) -> bool:
+    return bool(pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type))
+
+
+def _floored(array: pa.Array) -> pa.Array:
+    """Nanosecond timestamps rounded down to whole microseconds, before and after 1970
+    alike (a cast would truncate toward 1970), in lists too."""
+    if _is_list(array.type):
+        values = _floored(array.values)
+        if values is array.values:
+            return array
+        kind = pa.LargeListArray if pa.types.is_large_list(array.type) else pa.ListArray
+        return kind.from_arrays(array.offsets, values, mask=array.is_null())
+    if pa.types.is_timestamp(array.type) and array.type.unit == "ns":
+        return pc.floor_temporal(array, unit="microsecond")
+    return array
 
 
 def _encodable(array: pa.Array, field_: pa.Field) -> pa.Array:
@@ -355,9 +397,7 @@ def _encodable(array: pa.Array, field_: pa.Field) -> pa.Array:
             array = array.storage
         if pa.types.is_dictionary(array.type):
             array = array.dictionary_decode()
-        if pa.types.is_timestamp(array.type) and array.type.unit == "ns":
-            # Round down to whole microseconds, before and after 1970 alike.
-            array = pc.floor_temporal(array, unit="microsecond")
+        array = _floored(array)
         if array.type != field_.type:
             array = pc.cast(
                 array,

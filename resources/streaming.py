@@ -9,6 +9,8 @@ so memory holds about two pieces (a few MB) whatever the table's size.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import queue
 import threading
 import weakref
@@ -19,6 +21,7 @@ import pyarrow as pa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .catalog import Column
+from .errors import DatabaseError
 
 __all__ = ["record_batch_reader"]
 
@@ -76,13 +79,19 @@ def record_batch_reader(
     pipe = _Pipe()
 
     def work() -> None:
+        outcome: object = _END
         try:
             run(lambda conn: read(conn, pipe))
+        except (asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
+            outcome = DatabaseError(
+                "the read was cancelled: its resource was disposed (at the end of the step "
+                "that loaded the reader, in Dagster): read a reader within its step"
+            )
+            outcome.__cause__ = exc
         except BaseException as exc:  # handed to the reader's thread
-            if not pipe.closed.is_set():
-                pipe._put(exc)
-        else:
-            pipe._put(_END)
+            outcome = exc
+        with contextlib.suppress(ReaderClosed):  # nobody reads any more
+            pipe._put(outcome)
 
     threading.Thread(target=work, name="copy-upsert-stream", daemon=True).start()
     schema, columns = pipe.take()

@@ -255,7 +255,12 @@ async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool 
 
     async def chunks() -> AsyncIterator[bytes]:
         sent = 0
-        for rows, chunk in write.frame.binary_copy_chunks(numbered=numbered):
+        encoded = write.frame.binary_copy_chunks(numbered=numbered)
+        # Each chunk is made and encoded in a worker thread: a stream may wait on this very
+        # loop (a reader input of the same resource, a generator calling postgres.run), and
+        # the loop goes on sending the last chunk meanwhile.
+        while (item := await asyncio.to_thread(next, encoded, None)) is not None:
+            rows, chunk = item
             sent += rows
             if announce():
                 write.progress(f"copied {sent:,}{total} rows for {write.name}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -284,3 +285,61 @@ def test_a_reader_of_a_missing_table_names_the_asset(postgres: PostgresResource)
     result = run_assets([upstream, reader], postgres, selection=[reader.key], raise_on_error=False)
     message = failure_message(result)
     assert "Asset shop/products" in message and "does not exist" in message
+
+
+def _finishes(work: Callable[[], Any], seconds: float = 120.0) -> Any:
+    """``work()``'s result, failing the test (instead of hanging it) after ``seconds``."""
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(value=work()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return outcome["value"]
+
+
+def test_a_reader_input_streams_into_the_steps_own_output(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """The reader's COPY and the output's COPY run on the same resource's loop at once."""
+    _big_table(db, 150_000)
+    upstream = frame_asset(pd.DataFrame(), key=("shop", "products"))
+    lookups: list[int] = []
+
+    @asset(
+        key=AssetKey(["shop", "copies"]),
+        ins={"rows": AssetIn(key=AssetKey(["shop", "products"]))},
+        metadata=KEYED,
+    )
+    def copies(rows: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        return rows
+
+    @asset(
+        key=AssetKey(["shop", "doubled"]),
+        ins={"rows": AssetIn(key=AssetKey(["shop", "products"]))},
+        metadata=KEYED,
+    )
+    def doubled(rows: pa.RecordBatchReader) -> Output[Any]:
+        def batches() -> Iterator[pl.DataFrame]:
+            for batch in rows:
+                # A lookup on the same resource while both COPYs are open.
+                lookups.append(postgres.run(lambda conn: conn.exec_driver_sql("SELECT 1")) and 1)
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield frame.with_columns(price=pl.col("price") * 2)
+
+        return Output(batches())
+
+    result = _finishes(
+        lambda: run_assets(
+            [upstream, copies, doubled], postgres, selection=[copies.key, doubled.key]
+        )
+    )
+    assert result.success
+    same = db.fetch(
+        "SELECT count(*) AS n FROM shop.copies c JOIN shop.products p USING (sku) "
+        "WHERE c.price = p.price AND c.note = p.note"
+    )
+    assert same == [{"n": 150_000}]
+    twice = db.fetch("SELECT count(*) AS n, sum(price) AS total FROM shop.doubled")
+    assert twice == [{"n": 150_000, "total": 2 * sum(g / 2.0 for g in range(1, 150_001))}]
+    assert lookups

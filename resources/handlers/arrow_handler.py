@@ -61,8 +61,19 @@ class ArrowStreamHandler:
         return hasattr(obj, "__arrow_c_stream__")
 
     def to_arrow(self, obj: Any) -> ArrowFrame:
-        """The stream, read once."""
-        return stream(pa.RecordBatchReader.from_stream(obj))
+        """The stream, read once.
+
+        Raises:
+            FrameError: a stream of something other than a table's rows (a Series).
+        """
+        try:
+            reader = pa.RecordBatchReader.from_stream(obj)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise FrameError(
+                f"returned {type(obj).__name__}, whose Arrow stream is not a table ({exc}): "
+                "return a DataFrame or a table (a Series: series.to_frame())"
+            ) from exc
+        return stream(reader)
 
 
 def stream(reader: pa.RecordBatchReader) -> ArrowFrame:
@@ -87,7 +98,10 @@ def arrow_table(table: pa.Table, columns: Mapping[str, Column]) -> pa.Table:
     ``json``/``jsonb`` as the JSON extension type, ``numeric(p, s)`` as ``decimal128(p, s)``,
     arrays of numbers, booleans and text as lists."""
     for i, (name, column) in enumerate(columns.items()):
-        converted = _arrow_column(table.column(i), column)
+        try:
+            converted = _arrow_column(table.column(i), column)
+        except ValueError as exc:
+            raise ValueError(f"column {name!r}: {exc}") from exc
         if converted is not None:
             table = table.set_column(i, name, converted)
     return table
@@ -107,7 +121,7 @@ def _arrow_column(values: pa.ChunkedArray, column: Column) -> pa.ChunkedArray | 
             try:
                 return pc.cast(values, pa.decimal128(precision, scale))
             except pa.ArrowInvalid as exc:  # NaN or ±Infinity, which Arrow's decimal lacks
-                raise ValueError(f"column of {pg_type}: {exc}") from exc
+                raise ValueError(f"{exc}; Arrow's decimal128 has no NaN or Infinity") from exc
     return None
 
 

@@ -28,7 +28,9 @@ class PolarsHandler:
         """A DataFrame as its Arrow table (no copy for most types); a LazyFrame as batches
         of its streaming engine's result, run again if the write is retried. Struct
         columns are sent as JSON (jsonb)."""
-        structs = [n for n, t in obj.collect_schema().items() if isinstance(t, pl.Struct)]
+        schema = obj.collect_schema()
+        _refuse_unstorable(schema)
+        structs = [n for n, t in schema.items() if isinstance(t, pl.Struct)]
         text_as: dict[str, TextAs] = dict.fromkeys(structs, "jsonb")
         if structs:
             obj = obj.with_columns(
@@ -69,14 +71,24 @@ class LazyPolarsHandler(PolarsHandler):
         return super().from_arrow(table, columns).lazy()
 
 
+# polars dtypes without an Arrow type this package stores: to_arrow() gives Object columns
+# as 8-byte pointers, and fails on 128-bit integers.
+_UNSTORABLE = (pl.Object, pl.Int128, pl.UInt128)
+
+
+def _refuse_unstorable(schema: pl.Schema) -> None:
+    for name, dtype in schema.items():
+        if isinstance(dtype, _UNSTORABLE) or dtype in _UNSTORABLE:
+            raise FrameError(
+                f"column {name!r} is polars {dtype}, which cannot be stored: convert it to a "
+                "type in the README's type table (an Int128 to Decimal, an Object to String "
+                "or Binary)"
+            )
+
+
 def _to_arrow(frame: pl.DataFrame) -> pa.Table:
-    try:
-        return frame.to_arrow()
-    except Exception as exc:  # polars raises its own errors for Object columns
-        raise FrameError(
-            f"the polars frame cannot be converted to Arrow ({exc}): convert its Object "
-            "columns to a polars type (see the README's type table)"
-        ) from exc
+    _refuse_unstorable(frame.schema)
+    return frame.to_arrow()
 
 
 def _uuid_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
