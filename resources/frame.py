@@ -106,8 +106,10 @@ class PreparedFrame:
     null_columns: frozenset[str]
     # Columns of JSON text, sent as jsonb.
     json_columns: frozenset[str] = frozenset()
-    # Columns of numbers as text, cast to numeric on the server (see TextAs).
-    decimal_columns: frozenset[str] = frozenset()
+    # The type a column travels as when that is not its type, cast on the server: numbers
+    # as text (see TextAs); zoned timestamps in lists as timestamp[] (an array's elements
+    # carry their type, and timestamptz's binary form is timestamp's).
+    wire_types: Mapping[str, str] = field(default_factory=dict)
     # The conflict target, whose values may not be NULL.
     key: tuple[str, ...] = ()
     # The rows are already in the order of a one-column key.
@@ -149,10 +151,12 @@ class PreparedFrame:
                 f"a chunk from row {start} has columns {batch.schema.names}, the first had "
                 f"{self.source.schema.names}: every chunk of a frame needs the same columns"
             )
-        for first, given, target in zip(self.source.schema, batch.schema, self.schema, strict=True):
+        for first, given in zip(self.source.schema, batch.schema, strict=True):
             # Chunks may differ in how Arrow holds a type (string or large_string, a
             # dictionary's index width, another library's chunk), not in the type.
-            if pa.types.is_null(given.type) or _encodable_type(given.type) == target.type:
+            if given.type == first.type or pa.types.is_null(given.type):
+                continue
+            if _encodable_type(given.type) == _encodable_type(first.type):
                 continue
             if pa.types.is_null(first.type):
                 raise FrameError(
@@ -273,7 +277,10 @@ def prepare_frame(
         types={f.name: types[f.name] for f in schema},
         null_columns=null_columns,
         json_columns=json_columns,
-        decimal_columns=frozenset(n for n, t in text_as.items() if t == "numeric"),
+        wire_types={
+            **{n: "text" for n, t in text_as.items() if t == "numeric"},
+            **{n: "timestamp[]" for n, t in types.items() if t.array and t.name == "timestamptz"},
+        },
         key=key,
         in_key_order=len(key) == 1 and frame.ascending is not None and frame.ascending(key[0]),
     )

@@ -164,7 +164,7 @@ def plan_write(
     casts = tuple(
         (c, _staged_type(frame, c), str(types[c]) if c in missing else stored[c].type.display)
         for c in frame.columns
-        if fits.get(c) in (Fit.CAST, Fit.CHECKED) or c in checked or c in frame.decimal_columns
+        if fits.get(c) in (Fit.CAST, Fit.CHECKED) or c in checked or c in frame.wire_types
     )
     # json has no equality operator: whether a row changed is asked of its jsonb.
     compare_as = tuple(
@@ -333,8 +333,8 @@ def _stage_columns(
 
 
 def _staged_type(frame: PreparedFrame, column: str) -> str:
-    """The type a frame column has in the stage: its own, or text for what is sent as text."""
-    return "text" if column in frame.decimal_columns else str(frame.types[column])
+    """The type a frame column has in the stage: its own, or the one it travels as."""
+    return frame.wire_types.get(column, str(frame.types[column]))
 
 
 def _numbered(options: WritePlan) -> bool:

@@ -480,3 +480,73 @@ def test_a_polars_frame_upserts_into_partitions_and_adds_columns(
     result = run_assets([stray], postgres, partition_key="2024-01-02", raise_on_error=False)
     assert "lib/events" in failure_message(result)
     assert db.snapshot("lib.events") == before
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            pl.DataFrame({"id": [1], "v": pl.Series([object()], dtype=pl.Object)}),
+            ["column 'v' is polars Object", "Object to String or Binary"],
+        ),
+        (
+            pl.DataFrame({"id": [1], "v": pl.Series([2**100], dtype=pl.Int128)}),
+            ["column 'v' is polars Int128", "Int128 to Decimal"],
+        ),
+        (
+            pa.table({"id": [1], "v": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64()))}),
+            ["column 'v' has Arrow type map<string, int64>", "send it as JSON text"],
+        ),
+        (
+            pa.table({"id": [1], "v": pa.array([{"a": 1}])}),
+            ["column 'v' has Arrow type struct<a: int64>", "a polars Struct is written as jsonb"],
+        ),
+        (
+            pa.table({"id": [1], "v": pa.array([[[1]]], pa.list_(pa.list_(pa.int64())))}),
+            ["column 'v' has Arrow type list<item: list<item: int64>>"],
+        ),
+        (pd.Series([1, 2], name="id"), ["returned Series", "series.to_frame()"]),
+    ],
+    ids=["polars-object", "polars-int128", "arrow-map", "arrow-struct", "nested-list", "series"],
+)
+def test_unstorable_columns_are_refused_naming_them(
+    frame: Any, expected: list[str], postgres: PostgresResource, db: Database
+) -> None:
+    seed = frame_asset(
+        pd.DataFrame({"id": [7]}), key=("lib", "t"), metadata={"conflict_target": "id"}
+    )
+    assert run_assets([seed], postgres).success
+    before = db.snapshot("lib.t")
+    bad = frame_asset(frame, key=("lib", "t"), metadata={"conflict_target": "id"})
+    message = failure_message(run_assets([bad], postgres, raise_on_error=False))
+    assert "Asset lib/t" in message
+    for part in expected:
+        assert part in message
+    assert db.snapshot("lib.t") == before
+
+
+def test_lists_of_zoned_nanosecond_timestamps(postgres: PostgresResource, db: Database) -> None:
+    """Zoned timestamps in lists make timestamptz[], rounded down to the microsecond as a
+    plain column is (-1,500 ns is 1969-12-31 23:59:59.999998)."""
+    stamps = pa.array([[-1500, 1_500]], pa.list_(pa.timestamp("ns", tz="America/New_York")))
+    plain = pa.array([-1500], pa.timestamp("ns", tz="UTC"))
+    table = pa.table({"id": [1], "stamps": stamps, "stamp": plain})
+    meta = written(
+        run_assets(
+            [frame_asset(table, key=("lib", "t"), metadata={"conflict_target": "id"})], postgres
+        ),
+        ("lib", "t"),
+    )
+    types = {c.name: c.type for c in meta["dagster/column_schema"].columns}
+    assert (types["stamps"], types["stamp"]) == (
+        "timestamp with time zone[]",
+        "timestamp with time zone",
+    )
+    row = db.fetch(
+        "SELECT stamps[1] = stamp AS same, to_char(stamps[2] AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD HH24:MI:SS.US') AS later FROM lib.t"
+    )
+    assert row == [{"same": True, "later": "1970-01-01 00:00:00.000001"}]
+    assert db.fetch("SELECT to_char(stamp AT TIME ZONE 'UTC', 'SS.US') AS s FROM lib.t") == [
+        {"s": "59.999998"}
+    ]

@@ -138,7 +138,7 @@ def test_duplicate_keys_across_chunks_follow_the_policy(
         ),
         (
             pd.DataFrame({"sku": [10**6], "cost": [1.0]}),
-            ["a chunk has columns ['sku', 'cost']", "['sku', 'price']"],
+            ["a chunk from row 120000 has columns ['sku', 'cost']", "['sku', 'price']"],
         ),
         (
             pd.DataFrame({"sku": pd.array([10**6, None], dtype="Int64"), "price": [1.0, 2.0]}),
@@ -343,3 +343,37 @@ def test_a_reader_input_streams_into_the_steps_own_output(
     twice = db.fetch("SELECT count(*) AS n, sum(price) AS total FROM shop.doubled")
     assert twice == [{"n": 150_000, "total": 2 * sum(g / 2.0 for g in range(1, 150_001))}]
     assert lookups
+
+
+def test_chunks_may_hold_a_type_differently(postgres: PostgresResource, db: Database) -> None:
+    """Chunks from other libraries, or with a dictionary of another index width, hold the
+    same types: one frame."""
+
+    def output() -> Iterator[Any]:
+        yield pl.DataFrame(
+            {"sku": [1], "tag": ["a"], "kind": pl.Series(["x"], dtype=pl.Categorical)}
+        )
+        yield pa.table(
+            {
+                "sku": [2],
+                "tag": pa.array(["b"], pa.string()),
+                "kind": pa.array(["y"]).dictionary_encode(),
+            }
+        )
+        many = pd.Categorical([f"k{i}" for i in range(300)])  # int16 codes
+        yield pd.DataFrame({"sku": range(3, 303), "tag": ["c"] * 300, "kind": many})
+
+    assert run_assets([stream_asset(output, metadata=KEYED)], postgres).success
+    rows = db.fetch(f"SELECT count(*) AS n, min(kind) AS low, max(tag) AS tag FROM {TABLE}")
+    assert rows == [{"n": 302, "low": "k0", "tag": "c"}]
+
+
+def test_a_first_chunk_without_values_names_the_column(postgres: PostgresResource) -> None:
+    def output() -> Iterator[pd.DataFrame]:
+        yield pd.DataFrame({"sku": [1], "note": [None]})
+        yield pd.DataFrame({"sku": [2], "note": [5]})
+
+    result = run_assets([stream_asset(output, metadata=KEYED)], postgres, raise_on_error=False)
+    message = failure_message(result)
+    assert "column 'note' has no value in the first chunk" in message
+    assert "from row 1" in message
