@@ -140,20 +140,22 @@ class BinaryCopyDecoder:
         await asyncio.gather(*self.pieces, return_exceptions=True)
 
     def _hand_over(self) -> None:
-        block = b"".join(self.received)
-        self.received.clear()
+        # The bytes are joined once, in the worker thread: the loop goes on receiving.
+        blocks, self.received = tuple(self.received), []
         self.received_bytes = 0
         previous = self.pieces[-1] if self.pieces else None
-        self.pieces.append(asyncio.ensure_future(self._decode_after(previous, block)))
+        self.pieces.append(asyncio.ensure_future(self._decode_after(previous, blocks)))
 
-    async def _decode_after(self, previous: asyncio.Future[_Piece] | None, block: bytes) -> _Piece:
+    async def _decode_after(
+        self, previous: asyncio.Future[_Piece] | None, blocks: tuple[bytes, ...]
+    ) -> _Piece:
         rest = (await previous).rest if previous is not None else _Rest()
-        return await asyncio.to_thread(self._decode, rest, block)
+        return await asyncio.to_thread(self._decode, rest, blocks)
 
-    def _decode(self, rest: _Rest, block: bytes) -> _Piece:
-        if rest.finished and block:
+    def _decode(self, rest: _Rest, blocks: tuple[bytes, ...]) -> _Piece:
+        if rest.finished and any(blocks):
             raise RuntimeError("the COPY output goes on after its end marker")
-        parts, size = (*rest.parts, block), rest.size + len(block)
+        parts, size = (*rest.parts, *blocks), rest.size + sum(map(len, blocks))
         if size < max(rest.needed, 1):
             return _Piece(None, replace(rest, parts=parts, size=size))
         data = np.frombuffer(b"".join(parts), dtype=np.uint8)
