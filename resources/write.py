@@ -256,10 +256,17 @@ async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool 
     async def chunks() -> AsyncIterator[bytes]:
         sent = 0
         encoded = write.frame.binary_copy_chunks(numbered=numbered)
-        # Each chunk is made and encoded in a worker thread: a stream may wait on this very
-        # loop (a reader input of the same resource, a generator calling postgres.run), and
-        # the loop goes on sending the last chunk meanwhile.
-        while (item := await asyncio.to_thread(next, encoded, None)) is not None:
+
+        async def next_chunk() -> tuple[int, bytes] | None:
+            if write.frame.rows is None:
+                # A stream's chunks are made in a worker thread: a stream may wait on this
+                # very loop (a reader input of the same resource, a generator calling
+                # postgres.run). A frame in memory never waits; a small write would pay
+                # for the thread hops.
+                return await asyncio.to_thread(next, encoded, None)
+            return next(encoded, None)
+
+        while (item := await next_chunk()) is not None:
             rows, chunk = item
             sent += rows
             if announce():
