@@ -39,8 +39,9 @@ class Column:
 class TableFacts:
     """The target relation. ``kind`` is ``pg_class.relkind`` (``"r"`` a table, ``"p"`` a
     partitioned table, ``"v"`` a view, ...); ``unique_keys`` the column sets of its unique
-    indexes that ``ON CONFLICT`` can use; ``size_bytes`` its main fork's size now (a stat of
-    its files, no scan: the estimate of its size the plan uses)."""
+    indexes that ``ON CONFLICT`` can use; ``size_bytes`` its main fork's size now, summed
+    over its partitions (a stat of its files, no scan: the estimate of its size the plan
+    uses)."""
 
     kind: str
     columns: Mapping[str, Column]
@@ -52,6 +53,11 @@ class TableFacts:
     oid: int = 0
     comment: str | None = None
     may_comment: bool = True
+    # A partitioned table's strategy ("r" range, "l" list, "h" hash) and key columns ("" for
+    # an expression), and the names of its partitions (at any depth) in its schema.
+    partition_strategy: str | None = None
+    partition_columns: tuple[str, ...] = ()
+    partitions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,9 @@ class Catalog:
 _QUERY = r"""
 WITH target AS (
     SELECT c.oid, c.relkind::text AS kind, c.relhasrules AS has_rules,
-           pg_relation_size(c.oid) AS size_bytes, obj_description(c.oid, 'pg_class') AS comment,
-           pg_has_role(c.relowner, 'USAGE') AS may_comment
+           (SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(c.oid)) AS size_bytes,
+           obj_description(c.oid, 'pg_class') AS comment,
+           pg_has_role(c.relowner, 'USAGE') AS may_comment, c.relnamespace
     FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
     WHERE n.nspname = $1 AND c.relname = $2
 )
@@ -87,7 +94,15 @@ SELECT
     EXISTS (SELECT FROM pg_namespace WHERE nspname = $1) AS schema_exists,
     (SELECT json_build_object(
         'kind', kind, 'has_rules', has_rules, 'size_bytes', size_bytes, 'oid', oid,
-        'comment', comment, 'may_comment', may_comment
+        'comment', comment, 'may_comment', may_comment,
+        'partition_strategy', (SELECT partstrat FROM pg_partitioned_table WHERE partrelid = oid),
+        'partition_columns', (SELECT ARRAY(
+            SELECT coalesce(a.attname, '') FROM unnest(p.partattrs) WITH ORDINALITY AS k(attnum, n)
+            LEFT JOIN pg_attribute AS a ON a.attrelid = p.partrelid AND a.attnum = k.attnum
+            ORDER BY k.n) FROM pg_partitioned_table AS p WHERE p.partrelid = oid),
+        'partitions', (SELECT json_agg(p.relname) FROM pg_partition_tree(oid) AS tree
+                       JOIN pg_class AS p ON p.oid = tree.relid
+                       WHERE tree.level > 0 AND p.relnamespace = target.relnamespace)
      )::text FROM target) AS target,
     (SELECT json_agg(json_build_object(
         'name', a.attname,
@@ -164,10 +179,13 @@ async def read_catalog(driver: asyncpg.Connection, schema: str, table: str) -> C
             columns=columns,
             unique_keys=tuple(frozenset(k) for k in _json(row["unique_keys"]) or []),
             has_rules=target["has_rules"],
-            size_bytes=int(target["size_bytes"]),
+            size_bytes=int(target["size_bytes"] or 0),
             oid=int(target["oid"]),
             comment=target["comment"],
             may_comment=target["may_comment"],
+            partition_strategy=target["partition_strategy"],
+            partition_columns=tuple(target["partition_columns"] or ()),
+            partitions=frozenset(target["partitions"] or ()),
         )
     return Catalog(
         table=facts,

@@ -206,6 +206,17 @@ def _bad_value(exc: BaseException, op: Operation) -> CopyUpsertError:
     return TableMismatchError(f"{where}table {op.table} refused the frame's values: {exc}")
 
 
+def _check(exc: BaseException, op: Operation) -> CopyUpsertError:
+    if "no partition of relation" not in str(exc):
+        return _bad_value(exc, op)
+    return TableMismatchError(
+        f"partitioned table {op.table} has no partition for a row of the frame ({exc}); "
+        f"{op.nothing_done}: create that partition "
+        "(or a DEFAULT one), or let the IO manager create the table with metadata "
+        "partitioning: native"
+    )
+
+
 def _refused(exc: BaseException, op: Operation) -> CopyUpsertError:
     return DatabaseError(f"PostgreSQL refused the {op.action} of {op.table}: {exc}")
 
@@ -231,6 +242,7 @@ TRANSLATIONS: Sequence[tuple[type[BaseException], Translation]] = (
     (asyncpg.InsufficientPrivilegeError, _privilege),
     (asyncpg.DataError, _bad_value),
     (asyncpg.IntegrityConstraintViolationError, _bad_value),
+    (asyncpg.CheckViolationError, _check),
     (asyncpg.PostgresError, _refused),
 )
 

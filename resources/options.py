@@ -14,12 +14,14 @@ WriteMode = Literal["upsert", "replace", "append"]
 OnConflict = Literal["update", "nothing"]
 Duplicates = Literal["error", "keep_last", "keep_first"]
 SchemaEvolution = Literal["add_columns", "strict"]
+Partitioning = Literal["plain", "native"]
 
 __all__ = [
     "Duplicates",
     "KeySlice",
     "OnConflict",
     "PartitionSlice",
+    "Partitioning",
     "SchemaEvolution",
     "TimeWindowSlice",
     "WriteMode",
@@ -39,6 +41,7 @@ class WritePlan:
     duplicates: Duplicates = "error"
     schema_evolution: SchemaEvolution = "add_columns"
     exact_row_count: bool = False
+    partitioning: Partitioning = "plain"
 
     @classmethod
     def from_options(
@@ -50,6 +53,7 @@ class WritePlan:
         duplicates: str | None = None,
         schema_evolution: str | None = None,
         exact_row_count: bool | None = None,
+        partitioning: str | None = None,
     ) -> WritePlan:
         """Check loosely typed options (as found in asset metadata) and fill in defaults.
 
@@ -65,6 +69,10 @@ class WritePlan:
                 added, nullable, in the same transaction) or ``"strict"`` (it is an error).
             exact_row_count: count the table's rows after every write, even when that scans
                 a large table (default False: see :class:`WriteResult`).
+            partitioning: for a partitioned asset, the table the first write creates:
+                ``"plain"`` (default: one table, indexed on the partition column(s)) or
+                ``"native"`` (PostgreSQL's declarative partitioning: a child table per
+                Dagster partition, created by the write that first needs it).
 
         Raises:
             WritePlanError: an option has an unknown value or the wrong type.
@@ -94,16 +102,24 @@ class WritePlan:
                 "schema_evolution", schema_evolution, SchemaEvolution, "add_columns"
             ),
             exact_row_count=_flag("exact_row_count", exact_row_count),
+            partitioning=_choice("partitioning", partitioning, Partitioning, "plain"),
         )
 
 
 @dataclass(frozen=True)
 class TimeWindowSlice:
-    """The rows whose ``column`` lies in [start, end): a time-window partition."""
+    """The rows whose ``column`` lies in [start, end): a time-window partition, or several
+    adjacent ones, each (start, end) in ``windows`` (default: the one window)."""
 
     column: str
     start: datetime
     end: datetime
+    windows: tuple[tuple[datetime, datetime], ...] = ()
+
+    @property
+    def parts(self) -> tuple[tuple[datetime, datetime], ...]:
+        """The window of each partition the slice holds."""
+        return self.windows or ((self.start, self.end),)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ a step writes or reads. Dagster-facing, but free of I/O."""
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,9 +24,17 @@ from dagster import (
 from .catalog import Column
 from .errors import TableMismatchError, WritePlanError
 from .options import KeySlice, PartitionSlice, TimeWindowSlice
+from .sql import fitted_name
 
 # Definition metadata keys that shape a write; see WritePlan.from_options.
-PLAN_KEYS = ("conflict_target", "write_mode", "on_conflict", "update_columns", "duplicates")
+PLAN_KEYS = (
+    "conflict_target",
+    "write_mode",
+    "on_conflict",
+    "update_columns",
+    "duplicates",
+    "partitioning",
+)
 # Every metadata key this IO manager reads, on outputs and on inputs. A key close to one of
 # them is a typo: without it a write may take another mode (no conflict_target: replace the
 # whole table), a read another set of columns.
@@ -53,9 +60,6 @@ FOREIGN_KEYS = {
     key: "conflict_target"
     for key in ("primary_key", "unique_key", "upsert_key", "merge_key", "key_columns")
 }
-# PostgreSQL truncates identifiers at 63 bytes; a longer derived table name keeps its start
-# and a digest of the whole, so that two long names never meet in one table.
-MAX_TABLE_NAME_BYTES = 63
 
 
 def table_for(
@@ -116,7 +120,10 @@ def partition_slices(
                 windows = [sub.time_window_for_partition_key(v) for v in values]
                 slices.append(
                     TimeWindowSlice(
-                        column, min(w.start for w in windows), max(w.end for w in windows)
+                        column,
+                        min(w.start for w in windows),
+                        max(w.end for w in windows),
+                        tuple((w.start, w.end) for w in windows),
                     )
                 )
             else:
@@ -129,7 +136,11 @@ def partition_slices(
         )
     if isinstance(partitions_def, TimeWindowPartitionsDefinition):
         window = context.asset_partitions_time_window
-        return (TimeWindowSlice(expr, window.start, window.end),)
+        spans = tuple(
+            (w.start, w.end)
+            for w in map(partitions_def.time_window_for_partition_key, context.asset_partition_keys)
+        )
+        return (TimeWindowSlice(expr, window.start, window.end, spans),)
     return (KeySlice(expr, tuple(context.asset_partition_keys)),)
 
 
@@ -155,15 +166,6 @@ def op_table_name(context: OutputContext) -> str:
     if context.mapping_key:
         parts.append(context.mapping_key)
     return fitted_name("__".join(parts))
-
-
-def fitted_name(name: str) -> str:
-    """A derived name as it is, or, beyond PostgreSQL's 63 bytes, its first 50 bytes and a
-    digest of the whole, so that two long names never meet in one table."""
-    if len(name.encode()) <= MAX_TABLE_NAME_BYTES:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    return f"{name.encode()[: MAX_TABLE_NAME_BYTES - 13].decode(errors='ignore')}_{digest}"
 
 
 def output_label(context: OutputContext) -> str:

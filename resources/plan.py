@@ -19,12 +19,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from . import sql
+from . import native, sql
 from .catalog import STAGE_PREFIX, Catalog, Column, TableFacts
 from .claims import owner_steps, replace_lock
 from .counts import COUNT_ROWS_UP_TO_BYTES as COUNT_ROWS_UP_TO_BYTES
 from .counts import row_counts
-from .errors import TableMismatchError
+from .errors import TableMismatchError, WritePlanError
 from .frame import ROW_NUMBER_COLUMN, PreparedFrame
 from .options import PartitionSlice, WritePlan
 from .steps import (
@@ -35,6 +35,7 @@ from .steps import (
     CheckRowsInPartition,
     CheckValuesKept,
     CopyFrame,
+    CreatePartitions,
     CreateTable,
     Delete,
     Insert,
@@ -64,7 +65,6 @@ RELATION_KINDS = {
     "v": "a view",
     "m": "a materialized view",
     "f": "a foreign table",
-    "p": "a partitioned table (native partitioning is not supported yet)",
     "i": "an index",
     "S": "a sequence",
     "c": "a composite type",
@@ -75,15 +75,39 @@ RELATION_KINDS = {
 
 
 def table_to_create(
-    options: WritePlan, frame: PreparedFrame, schema: str, catalog: Catalog
+    options: WritePlan,
+    frame: PreparedFrame,
+    schema: str,
+    table_name: str,
+    catalog: Catalog,
+    partition: Sequence[PartitionSlice] = (),
 ) -> CreateTable:
     """The table a first write creates: the frame's columns and types, the key as primary
-    key; and its schema, unless the catalog has it."""
+    key; and its schema, unless the catalog has it. A partitioned asset's table is natively
+    partitioned on its first partition column when ``options.partitioning`` says so, and
+    otherwise indexed on its partition columns (unless the key's index starts with them)."""
+    key = options.conflict_target
+    columns = tuple(part.column for part in partition)
+    partition_by = index = None
+    if options.partitioning == "native":
+        lacking = [c for c in columns if c not in key]
+        if key and lacking:
+            raise WritePlanError(
+                f"partitioning 'native' makes {schema}.{table_name} a partitioned table, "
+                f"whose unique keys must hold every partition column, but conflict_target "
+                f"{list(key)} lacks {lacking}: add {lacking} to conflict_target, or set "
+                "partitioning to 'plain'"
+            )
+        partition_by = native.partition_by(partition)
+    elif columns and tuple(key[: len(columns)]) != columns:
+        index = (sql.fitted_name(f"{table_name}_partition_idx"), columns)
     return CreateTable(
         schema=schema,
         columns=tuple((name, str(t)) for name, t in frame.types.items()),
-        primary_key=options.conflict_target,
+        primary_key=key,
         create_schema=not catalog.schema_exists,
+        partition_by=partition_by,
+        index=index,
     )
 
 
@@ -118,10 +142,17 @@ def plan_write(
         TableMismatchError, WritePlanError: the table cannot take the frame as planned.
     """
     name = f"{schema}.{table_name}"
+    if options.partitioning == "native" and not partition:
+        raise WritePlanError(
+            f"partitioning 'native' is set for {name}, but the write is of no partition: "
+            "give the asset a partitions_def and partition_expr, or drop 'partitioning'"
+        )
     table = catalog.table
     if table is None:
-        return Steps((table_to_create(options, frame, schema, catalog),), replan=True)
+        create = table_to_create(options, frame, schema, table_name, catalog, partition)
+        return Steps((create,), replan=True)
     _check_relation(table, name)
+    children = _children_to_create(options, table, table_name, partition, name)
     claims = owner_steps(owner, table, name)  # recorded last, once the rows are written
     stored = table.columns
     key = options.conflict_target
@@ -188,6 +219,7 @@ def plan_write(
         partition,
         empty,
         nested,
+        children,
         diagnose_casts=bool(casts),
     )
     # A replace straight into the table deletes first, in turn (its COPY so waits too); into
@@ -224,6 +256,7 @@ def _staged_steps(
     partition: Sequence[PartitionSlice],
     empty: bool,
     nested: bool,
+    children: tuple[native.ChildTable, ...],
     *,
     diagnose_casts: bool,
 ) -> tuple[Step, ...]:
@@ -260,6 +293,10 @@ def _staged_steps(
     if key and not keyed_merge and options.duplicates == "error":
         # A keyed append may have no unique index to refuse a repeated key.
         steps.append(RefuseRepeatedKeys())
+    if children:
+        # Once the rows are known to fit: attaching takes turns with other attachers of
+        # the table until the commit (not with its readers or writers).
+        steps.append(CreatePartitions(children))
     replacing = options.write_mode == "replace"
     if replacing:
         # After the COPY and the checks (replaces copy side by side), before ADD COLUMN:
@@ -299,8 +336,11 @@ def _merge_steps(
     on_conflict: list[Step] = []
     if refuse:
         on_conflict.append(RefuseRepeatedKeys())
-    on_conflict.append(Merge("on_conflict", options.on_conflict, updates, False, diagnose_casts))
     table = catalog.table
+    partitioned = table is not None and table.kind == "p"
+    on_conflict.append(
+        Merge("on_conflict", options.on_conflict, updates, False, diagnose_casts, partitioned)
+    )
     if catalog.server_version < MERGE_RETURNING_SINCE or (table is not None and table.has_rules):
         return tuple(on_conflict)
     merge = Merge("merge", options.on_conflict, updates, refuse, diagnose_casts)
@@ -365,7 +405,7 @@ def _fits(frame: PreparedFrame, stored: Mapping[str, Column], name: str) -> dict
 
 
 def _check_relation(table: TableFacts, name: str) -> None:
-    if table.kind != "r":
+    if table.kind not in ("r", "p"):
         description = RELATION_KINDS.get(table.kind, f"a relation of kind {table.kind!r}")
         raise TableMismatchError(
             f"{name} is {description}, not a table: write to a plain table, or set the "
@@ -373,14 +413,53 @@ def _check_relation(table: TableFacts, name: str) -> None:
         )
 
 
-def _check_unique_key(table: TableFacts, key: Sequence[str], name: str) -> None:
-    if frozenset(key) not in table.unique_keys:
-        columns = sql.column_list(sorted(key))
+def _children_to_create(
+    options: WritePlan,
+    table: TableFacts,
+    table_name: str,
+    partition: Sequence[PartitionSlice],
+    name: str,
+) -> tuple[native.ChildTable, ...]:
+    """The partitions a write with ``partitioning: native`` needs that the table lacks."""
+    if options.partitioning != "native":
+        return ()
+    if table.kind != "p":
         raise TableMismatchError(
-            f"table {name} has no unique index or constraint on exactly {sorted(key)}, which "
-            f"ON CONFLICT needs: add one (ALTER TABLE {name} ADD UNIQUE ({columns})) or "
-            "change conflict_target"
+            f"partitioning 'native' is set, but {name} exists as a plain table, which is "
+            "never converted behind your back: migrate it to a partitioned table yourself "
+            "(see the README's 'At scale'), or drop 'partitioning'"
         )
+    wanted = native.partition_by(partition)
+    found = (native.STRATEGY_CODES.get(table.partition_strategy or ""), *table.partition_columns)
+    if found != wanted:
+        raise TableMismatchError(
+            f"partitioning 'native' needs {name} partitioned by {wanted[0]} on "
+            f"{wanted[1]!r}, but it is partitioned by {table.partition_strategy!r} on "
+            f"{list(table.partition_columns)}: create its partitions yourself and drop "
+            "'partitioning', or write another table"
+        )
+    return tuple(
+        c for c in native.children(table_name, partition) if c.name not in table.partitions
+    )
+
+
+def _check_unique_key(table: TableFacts, key: Sequence[str], name: str) -> None:
+    if frozenset(key) in table.unique_keys:
+        return
+    lacking = [c for c in table.partition_columns if c not in key]
+    if lacking:
+        raise TableMismatchError(
+            f"table {name} is partitioned by {list(table.partition_columns)}, and PostgreSQL's "
+            f"unique keys on a partitioned table must hold every partition column, but "
+            f"conflict_target {list(key)} lacks {lacking}: add {lacking} to conflict_target "
+            "and to the table's unique key"
+        )
+    columns = sql.column_list(sorted(key))
+    raise TableMismatchError(
+        f"table {name} has no unique index or constraint on exactly {sorted(key)}, which "
+        f"ON CONFLICT needs: add one (ALTER TABLE {name} ADD UNIQUE ({columns})) or "
+        "change conflict_target"
+    )
 
 
 def plan_summary(steps: Steps) -> list[str]:

@@ -6,6 +6,7 @@ Type names come from PostgreSQL's own format_type() or from the encoder's fixed 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def fitted_name(name: str) -> str:
+    """A derived name as it is, or, beyond PostgreSQL's 63 bytes, its first 50 bytes and a
+    digest of the whole, so that two long names never meet in one table."""
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name.encode()[: MAX_IDENTIFIER_BYTES - 13].decode(errors='ignore')}_{digest}"
+
+
 def qualified(schema: str, table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(table)}"
 
@@ -41,13 +51,68 @@ def column_list(columns: Sequence[str], prefix: str = "") -> str:
 
 
 def create_table(
-    target: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str]
+    target: str,
+    columns: Sequence[tuple[str, str]],
+    primary_key: Sequence[str],
+    partition_by: tuple[str, str] | None = None,
 ) -> str:
-    """CREATE TABLE IF NOT EXISTS with the columns and a primary key."""
+    """CREATE TABLE IF NOT EXISTS with the columns and a primary key; ``partition_by``
+    (strategy, column): a natively partitioned table."""
     definitions = [f"{quote_ident(name)} {pg_type}" for name, pg_type in columns]
     if primary_key:
         definitions.append(f"PRIMARY KEY ({column_list(primary_key)})")
-    return f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(definitions)})"
+    statement = f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(definitions)})"
+    return statement + _partition_by(partition_by)
+
+
+def _partition_by(partition_by: tuple[str, str] | None) -> str:
+    if partition_by is None:
+        return ""
+    strategy, column = partition_by
+    return f" PARTITION BY {_STRATEGIES[strategy]} ({quote_ident(column)})"
+
+
+_STRATEGIES = {"range": "RANGE", "list": "LIST"}
+
+
+def create_index(name: str, target: str, columns: Sequence[str]) -> str:
+    return f"CREATE INDEX IF NOT EXISTS {quote_ident(name)} ON {target} ({column_list(columns)})"
+
+
+def create_partition(child: str, parent: str, partition_by: tuple[str, str] | None) -> str:
+    """A table shaped like ``parent``, to be attached to it (sub-partitioned when
+    ``partition_by`` says). Attaching takes a lighter lock on the parent than
+    ``CREATE TABLE ... PARTITION OF``, which would block its readers until the commit."""
+    return (
+        f"CREATE TABLE {child} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        + _partition_by(partition_by)
+    )
+
+
+def attach_partition(parent: str, child: str, strategy: str) -> str:
+    """``ALTER TABLE ... ATTACH PARTITION`` as a template for :func:`with_literals`: its
+    bounds (two for a range, one for a list) are values."""
+    bounds = "FROM (%L) TO (%L)" if strategy == "range" else "IN (%L)"
+    return f"ALTER TABLE {_literal(parent)} ATTACH PARTITION {_literal(child)} FOR VALUES {bounds}"
+
+
+def with_literals() -> tuple[str, str]:
+    """Run a statement that takes no bind parameter (DDL, COMMENT ON) with values in it,
+    quoted by the server: the first statement puts the template ($1, each ``%L`` a value)
+    and the values ($2, a text array) into transaction-local settings; the second, a
+    constant, formats the template with them and runs it."""
+    template, values = "dagster_copy_upsert.template", "dagster_copy_upsert.values"
+    return (
+        f"SELECT set_config('{template}', $1, true), "
+        f"set_config('{values}', array_to_json($2::text[])::text, true)",
+        f"DO $$BEGIN EXECUTE format(current_setting('{template}'), VARIADIC ARRAY("
+        f"SELECT json_array_elements_text(current_setting('{values}')::json))); END$$",
+    )
+
+
+def _literal(sql: str) -> str:
+    """SQL text (quoted identifiers) inside a :func:`with_literals` template."""
+    return sql.replace("%", "%%")
 
 
 def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> str:
@@ -142,8 +207,9 @@ def lock_for_replace() -> str:
 
 def lock_for_comment(target: str) -> str:
     """COMMENT ON's own lock, taken before the comment is read: then the comment read is the
-    last one committed. It conflicts with itself, not with reads or writes of rows."""
-    return f"LOCK TABLE {target} IN SHARE UPDATE EXCLUSIVE MODE"
+    last one committed. It conflicts with itself, not with reads or writes of rows (ONLY:
+    not on a partitioned table's partitions)."""
+    return f"LOCK TABLE ONLY {target} IN SHARE UPDATE EXCLUSIVE MODE"
 
 
 def table_comment() -> str:
@@ -151,16 +217,9 @@ def table_comment() -> str:
     return "SELECT obj_description(CAST($1::text AS regclass), 'pg_class')"
 
 
-def comment_on_table() -> tuple[str, str]:
-    """COMMENT ON takes no bind parameter: the first statement puts the table ($1, qualified
-    and quoted) and the comment ($2) into transaction-local settings, and the second, a
-    constant, comments from them, the comment quoted by the server."""
-    table, comment = "dagster_copy_upsert.comment_on", "dagster_copy_upsert.comment"
-    return (
-        f"SELECT set_config('{table}', $1, true), set_config('{comment}', $2, true)",
-        "DO $$BEGIN EXECUTE format('COMMENT ON TABLE %s IS %L', "
-        f"CAST(current_setting('{table}') AS regclass), current_setting('{comment}')); END$$",
-    )
+def comment_on_table(target: str) -> str:
+    """COMMENT ON as a template for :func:`with_literals`: the comment is its value."""
+    return f"COMMENT ON TABLE {_literal(target)} IS %L"
 
 
 def delete_all(target: str, where: str | None) -> str:
@@ -325,25 +384,19 @@ def insert_on_conflict(
     update_columns: Sequence[str],
     *,
     compare_as: Mapping[str, str],
+    counted: bool = True,
 ) -> str:
     """INSERT the staged rows in key order, resolving conflicts on the key, and count what
     happened. ``xmax = 0`` tells a freshly inserted row from an updated one. Unlike MERGE,
     this waits for a key that another writer is inserting at the same time, then resolves
-    the conflict on it."""
+    the conflict on it. ``counted=False``: no RETURNING (a partitioned table's cannot read
+    xmax), the command tag counts the rows written."""
     rows = f"SELECT {column_list(columns, 's.')} FROM {source} AS s"
     update = on_conflict == "update" and bool(update_columns)
     if update:
         # Leave out rows equal to the stored row: they need no write, and skipping them here
         # (not in ON CONFLICT ... WHERE) takes no row lock and writes no row version.
-        same = " AND ".join(
-            f"{comparable([c], 's.', compare_as)} IS NOT DISTINCT FROM "
-            f"{comparable([c], 'u.', compare_as)}"
-            for c in update_columns
-        )
-        rows += (
-            f" WHERE NOT EXISTS (SELECT FROM {target} AS u WHERE {key_match(key, 's', 'u')}"
-            f" AND {same})"
-        )
+        rows += f" WHERE NOT EXISTS ({_stored_row(target, key, update_columns, compare_as)})"
     # Key order: B-tree inserts stay local, and concurrent writers lock rows in the same
     # order, so they cannot deadlock.
     rows += f" ORDER BY {column_list(key, 's.')}"
@@ -360,7 +413,34 @@ def insert_on_conflict(
             f"({comparable(update_columns, 'EXCLUDED.', compare_as)})"
         )
         insert += f" ON CONFLICT ({column_list(key)}) DO UPDATE SET {assignments} WHERE {changed}"
-    return _counted(insert, "t.xmax = 0")
+    return _counted(insert, "t.xmax = 0") if counted else insert
+
+
+def _stored_row(
+    target: str, key: Sequence[str], columns: Sequence[str], compare_as: Mapping[str, str]
+) -> str:
+    """The stored row (alias ``u``) of staged row ``s``'s key, when ``columns`` are equal."""
+    same = " AND ".join(
+        f"{comparable([c], 's.', compare_as)} IS NOT DISTINCT FROM "
+        f"{comparable([c], 'u.', compare_as)}"
+        for c in columns
+    )
+    return f"SELECT FROM {target} AS u WHERE {key_match(key, 's', 'u')} AND {same}"
+
+
+def count_changed(
+    source: str,
+    target: str,
+    key: Sequence[str],
+    update_columns: Sequence[str],
+    compare_as: Mapping[str, str],
+) -> str:
+    """How many staged rows have a stored row of their key that differs from them."""
+    return (
+        f"SELECT count(*) FROM {source} AS s WHERE EXISTS (SELECT FROM {target} AS k "
+        f"WHERE {key_match(key, 's', 'k')}) AND NOT EXISTS "
+        f"({_stored_row(target, key, update_columns, compare_as)})"
+    )
 
 
 def partition_filter(

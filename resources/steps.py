@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .native import ChildTable
+
 # ---- steps --------------------------------------------------------------------------------------
 
 
@@ -20,6 +22,20 @@ class CreateTable:
     primary_key: tuple[str, ...]
     # CREATE SCHEMA needs the CREATE privilege on the database even with IF NOT EXISTS.
     create_schema: bool = True
+    # (strategy, column): created natively partitioned (its partitions come with writes).
+    partition_by: tuple[str, str] | None = None
+    # An index on a partitioned asset's partition column(s), so that a partition's write
+    # and read find its rows without a scan: (its name, its columns), or None.
+    index: tuple[str, tuple[str, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class CreatePartitions:
+    """Create and attach the child tables a natively partitioned table lacks for the
+    frame's partitions (each parent first). Creators of one table's partitions take turns;
+    one finding a child another made meanwhile leaves it as it is."""
+
+    children: tuple[ChildTable, ...]
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,10 @@ class Merge:
     update_columns: tuple[str, ...]
     refuse_repeated: bool = False
     diagnose_casts: bool = False
+    # ON CONFLICT into a partitioned table, whose RETURNING cannot read xmax: its changed
+    # rows are counted just before it (a key another writer inserts meanwhile then counts
+    # as inserted, not updated; the rows written are the same).
+    count_changed_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,7 @@ class Attempt:
 
 Step = (
     CreateTable
+    | CreatePartitions
     | PrepareStage
     | CopyFrame
     | KeepOnePerKey

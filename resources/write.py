@@ -19,8 +19,9 @@ from .options import WritePlan
 CONNECTION_CHECK_SECONDS = 0.5
 # How often a long COPY reports how far it got.
 PROGRESS_EVERY_SECONDS = 5.0
-# Lock key of the creators of a schema's tables (see create_table).
+# Lock keys of the creators of a schema's tables, and of a table's partitions.
 _CREATE_LOCK = "dagster-copy-upsert:{}"
+_PARTITIONS_LOCK = "dagster-copy-upsert:partitions:{}"
 
 # The SQLSTATE condition names a steps.Attempt may fall back on.
 CONDITIONS: dict[str, type[asyncpg.PostgresError]] = {
@@ -86,16 +87,47 @@ class Write:
 
 
 async def _create_table(write: Write, step: steps.CreateTable) -> None:
-    """Create the schema if missing, then the table. Parallel steps may create the same
-    schema or tables in it at once; IF NOT EXISTS alone still races in the catalog (a unique
-    violation), so creators take turns."""
-    await write.driver.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _CREATE_LOCK.format(step.schema)
-    )
-    create = sql.create_table(write.target, step.columns, step.primary_key)
+    """Create the schema if missing, then the table (and its partition index). Parallel
+    steps may create the same schema or tables in it at once; IF NOT EXISTS alone still
+    races in the catalog (a unique violation), so creators take turns."""
+    await _take_turns(write.driver, _CREATE_LOCK.format(step.schema))
+    create = sql.create_table(write.target, step.columns, step.primary_key, step.partition_by)
     if step.create_schema:
         create = f"CREATE SCHEMA IF NOT EXISTS {sql.quote_ident(step.schema)}; {create}"
+    if step.index is not None:
+        name, columns = step.index
+        create += "; " + sql.create_index(name, write.target, columns)
     await write.driver.execute(create)
+
+
+async def _create_partitions(write: Write, step: steps.CreatePartitions) -> None:
+    """Create and attach each missing child table, in turn with other creators of this
+    table's partitions (until the commit: a child another writer made meanwhile is then
+    seen, and left as it is)."""
+    driver = write.driver
+    await _take_turns(driver, _PARTITIONS_LOCK.format(write.name))
+    for child in step.children:
+        target = sql.qualified(write.schema, child.name)
+        if await driver.fetchval("SELECT to_regclass($1) IS NOT NULL", target):
+            continue
+        parent = sql.qualified(write.schema, child.parent)
+        await driver.execute(sql.create_partition(target, parent, child.partition_by))
+        await _execute_with_literals(
+            driver, sql.attach_partition(parent, target, child.strategy), child.values
+        )
+        write.progress(f"created partition {write.schema}.{child.name} of {write.name}")
+
+
+async def _take_turns(driver: asyncpg.Connection, key: str) -> None:
+    await driver.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+
+
+async def _execute_with_literals(
+    driver: asyncpg.Connection, template: str, values: Sequence[str]
+) -> None:
+    stash, execute = sql.with_literals()
+    await driver.execute(stash, template, list(values))
+    await driver.execute(execute)
 
 
 async def run(write: Write, todo: Sequence[steps.Step], before: Counts = Counts()) -> Counts:
@@ -132,6 +164,8 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
                 return await run(write, step.otherwise, so_far)
         case steps.CreateTable():
             await _create_table(write, step)
+        case steps.CreatePartitions():
+            await _create_partitions(write, step)
         case steps.PrepareStage():
             script = sql.prepare_stage(
                 step.name, step.columns, create=step.create, clear=step.clear, evict=step.evict
@@ -223,14 +257,31 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
             step.on_conflict,
             step.update_columns,
             compare_as=compare_as,
+            counted=not step.count_changed_first,
         )
+
+    async def apply() -> Counts:
+        if isinstance(step, steps.Insert):
+            return Counts(inserted=sql.affected(await write.driver.execute(statement)))
+        if not step.count_changed_first:
+            row = await write.driver.fetchrow(statement)
+            return Counts(inserted=int(row["inserted"]), updated=int(row["updated"]))
+        changed = 0
+        if step.on_conflict == "update" and step.update_columns:
+            count = sql.count_changed(
+                write.source, write.target, key, step.update_columns, compare_as
+            )
+            changed = int(await write.driver.fetchval(count))
+        written = sql.affected(await write.driver.execute(statement))
+        return Counts(inserted=written - changed, updated=changed)
+
     try:
         if not step.diagnose_casts:
-            counts = await _execute(write.driver, statement, isinstance(step, steps.Insert))
+            counts = await apply()
         else:
             # A savepoint, so that a failed cast can be diagnosed column by column.
             async with write.driver.transaction():
-                counts = await _execute(write.driver, statement, isinstance(step, steps.Insert))
+                counts = await apply()
     except _CAST_FAILURES as exc:
         diagnosed = await checks.diagnose(write) if step.diagnose_casts else None
         if diagnosed is None:
@@ -238,13 +289,6 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
         raise diagnosed from exc
     write.progress(f"merged into {write.name} in {time.monotonic() - started:.1f} s")
     return counts
-
-
-async def _execute(driver: asyncpg.Connection, statement: str, plain: bool) -> Counts:
-    if plain:
-        return Counts(inserted=sql.affected(await driver.execute(statement)))
-    row = await driver.fetchrow(statement)
-    return Counts(inserted=int(row["inserted"]), updated=int(row["updated"]))
 
 
 async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool = False) -> int:
@@ -309,9 +353,11 @@ async def _record_owner(write: Write, step: steps.RecordOwner) -> None:
         return
     if recorded is not None:
         raise claims.owner_error(write.name, recorded, step.owner)
-    stash, comment_on = sql.comment_on_table()
-    await driver.execute(stash, write.target, claims.comment_with_owner(comment, step.owner))
-    await driver.execute(comment_on)
+    await _execute_with_literals(
+        driver,
+        sql.comment_on_table(write.target),
+        [claims.comment_with_owner(comment, step.owner)],
+    )
     write.progress(f"recorded {step.owner} as the owner of {write.name} in its comment")
 
 

@@ -87,7 +87,6 @@ def test_first_writes_of_many_tables_into_a_new_schema_at_once(database_url: str
     [
         ("CREATE VIEW t AS SELECT 1 AS id", "a view"),
         ("CREATE MATERIALIZED VIEW t AS SELECT 1 AS id", "a materialized view"),
-        ("CREATE TABLE t (id int PRIMARY KEY) PARTITION BY RANGE (id)", "a partitioned table"),
     ],
 )
 def test_target_that_is_not_a_plain_table_is_named(

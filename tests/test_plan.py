@@ -378,9 +378,34 @@ def test_upsert_needs_a_key() -> None:
 
 def test_a_missing_table_is_created_from_the_frame_with_the_key_as_primary_key() -> None:
     options = WritePlan.from_options(conflict_target=["id", "region"])
-    create = table_to_create(options, prepare_frame(to_arrow(frame()), options), "shop", catalog())
+    prepared = prepare_frame(to_arrow(frame()), options)
+    create = table_to_create(options, prepared, "shop", "orders", catalog())
     assert create.columns == (("id", "bigint"), ("region", "text"), ("v", "double precision"))
     assert create.primary_key == ("id", "region")
+    assert create.index is None and create.partition_by is None
+
+
+def test_a_partitioned_assets_table_is_indexed_on_its_partition_columns() -> None:
+    by_region = [KeySlice("region", ("eu",))]
+    options = WritePlan.from_options(conflict_target=["id", "region"])
+    prepared = prepare_frame(to_arrow(frame()), options)
+    create = table_to_create(options, prepared, "shop", "orders", catalog(), by_region)
+    assert create.index == ("orders_partition_idx", ("region",))
+    # A key whose index starts with the partition column serves the partition's rows.
+    options = WritePlan.from_options(conflict_target=["region", "id"])
+    create = table_to_create(options, prepared, "shop", "orders", catalog(), by_region)
+    assert create.index is None
+
+
+def test_native_partitioning_creates_a_partitioned_table_whose_key_holds_the_column() -> None:
+    by_region = [KeySlice("region", ("eu",))]
+    options = WritePlan.from_options(conflict_target=["id", "region"], partitioning="native")
+    prepared = prepare_frame(to_arrow(frame()), options)
+    create = table_to_create(options, prepared, "shop", "orders", catalog(), by_region)
+    assert create.partition_by == ("list", "region") and create.index is None
+    options = WritePlan.from_options(conflict_target=["id"], partitioning="native")
+    with pytest.raises(WritePlanError, match=r"conflict_target \['id'\] lacks \['region'\]"):
+        table_to_create(options, prepared, "shop", "orders", catalog(), by_region)
 
 
 @pytest.mark.parametrize(
@@ -530,8 +555,8 @@ def test_an_empty_frame_replacing_a_missing_table_creates_it_then_plans_again() 
     assert steps.replan and plan_summary(steps) == ["CreateTable"]
 
 
-@pytest.mark.parametrize(("kind", "description"), [("v", "a view"), ("p", "a partitioned table")])
-def test_only_plain_tables_are_written(kind: str, description: str) -> None:
+@pytest.mark.parametrize(("kind", "description"), [("v", "a view"), ("f", "a foreign table")])
+def test_only_tables_are_written(kind: str, description: str) -> None:
     with pytest.raises(TableMismatchError, match=rf"public\.t is {description}"):
         planned(WritePlan.from_options(conflict_target="id"), catalog(kind=kind))
 
