@@ -34,6 +34,24 @@ ROW_NUMBER_COLUMN = "copy_upsert_row_number"
 TextAs = Literal["jsonb", "numeric"]
 
 
+def _read_once(
+    batches: Callable[[], Iterable[pa.RecordBatch]],
+) -> Callable[[], Iterable[pa.RecordBatch]]:
+    passes = 0
+
+    def first_pass() -> Iterable[pa.RecordBatch]:
+        nonlocal passes
+        passes += 1
+        if passes > 1:
+            raise FrameError(
+                "the output is a stream (an iterator or a reader), read once already: return "
+                "a table or a polars LazyFrame for a write that is read more than once"
+            )
+        return batches()
+
+    return first_pass
+
+
 @dataclass(frozen=True)
 class ArrowFrame:
     """What a handler hands the core: the frame as Arrow record batches.
@@ -53,6 +71,11 @@ class ArrowFrame:
     # rows are read, as for a stream).
     ascending: Callable[[str], bool] | None = None
     null_count: Callable[[str], int] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.replayable:
+            # A second pass would find the stream spent and write no rows: refuse it.
+            object.__setattr__(self, "batches", _read_once(self.batches))
 
     @classmethod
     def from_table(cls, table: pa.Table, text_as: Mapping[str, TextAs] | None = None) -> ArrowFrame:

@@ -22,6 +22,8 @@ import pytest
 from dagster import AssetIn, AssetKey, AssetsDefinition, Output, asset
 
 from resources import PostgresResource, read_table
+from resources.errors import FrameError
+from resources.handlers import to_arrow
 
 from .conftest import Database
 from .helpers import counts, failure_message, frame_asset, run_assets, written
@@ -377,3 +379,17 @@ def test_a_first_chunk_without_values_names_the_column(postgres: PostgresResourc
     message = failure_message(result)
     assert "column 'note' has no value in the first chunk" in message
     assert "from row 1" in message
+
+
+def test_a_stream_read_a_second_time_is_refused_rather_than_found_empty() -> None:
+    """No plan reads a stream twice (its write is not retried); were one to, the spent
+    stream would write no rows: the second pass fails instead."""
+    batch = pa.record_batch({"id": [1, 2]})
+    for frame in (
+        to_arrow(iter([batch])),
+        to_arrow(pa.RecordBatchReader.from_batches(batch.schema, [batch])),
+    ):
+        tagged = frame.with_constant("run", "r1")
+        assert sum(b.num_rows for b in tagged.batches()) == 2
+        with pytest.raises(FrameError, match="read once already"):
+            tagged.batches()

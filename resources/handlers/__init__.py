@@ -102,16 +102,8 @@ def chunked(chunks: Iterator[object]) -> ArrowFrame:
     if isinstance(first, Iterator):
         raise FrameError("a chunk is itself an iterator: yield frames, not iterators")
     head = to_arrow(first)
-    passes = 0
 
     def batches() -> Iterator[pa.RecordBatch]:
-        nonlocal passes
-        passes += 1
-        if passes > 1:
-            raise FrameError(
-                "the output is an iterator, read once already (the write is being retried): "
-                "return a table or a polars LazyFrame for a write that can be retried"
-            )
         for chunk in itertools.chain([head], (to_arrow(c) for c in chunks)):
             yield from chunk.batches()
 

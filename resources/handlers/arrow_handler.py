@@ -5,7 +5,7 @@ types, decimals of the column's precision, typed lists)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -78,19 +78,9 @@ class ArrowStreamHandler:
 
 def stream(reader: pa.RecordBatchReader) -> ArrowFrame:
     """A reader as a frame whose rows can be read once."""
-    passes = 0
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        nonlocal passes
-        passes += 1
-        if passes > 1:
-            raise FrameError(
-                "the output is a stream, read once already (the write is being retried): "
-                "return a table or a polars LazyFrame for a write that can be retried"
-            )
-        return iter(reader)
-
-    return ArrowFrame(schema=reader.schema, batches=batches, rows=None, replayable=False)
+    return ArrowFrame(
+        schema=reader.schema, batches=lambda: iter(reader), rows=None, replayable=False
+    )
 
 
 def arrow_table(table: pa.Table, columns: Mapping[str, Column]) -> pa.Table:
