@@ -287,8 +287,12 @@ def _staged_steps(
     if rounding:
         steps.append(CheckValuesKept(rounding))
     if partition:
-        steps.append(CheckRowsInPartition(tuple(s.column for s in partition)))
-        if keyed_merge:
+        columns = tuple(s.column for s in partition)
+        steps.append(CheckRowsInPartition(columns))
+        # A key that holds the partition columns is stored, if at all, in the partition its
+        # staged row lies in (checked just above): only another key needs the check, which
+        # probes every other partition.
+        if keyed_merge and not set(columns) <= set(key):
             steps.append(CheckKeysInPartition())
     if key and not keyed_merge and options.duplicates == "error":
         # A keyed append may have no unique index to refuse a repeated key.

@@ -165,7 +165,7 @@ MATRIX = {
             "PrepareStage",
             "CopyFrame(stage)",
             "CheckRowsInPartition",
-            "CheckKeysInPartition",
+            # (none: the key holds the partition column)
             "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
         ],
         "count",
@@ -283,7 +283,7 @@ MATRIX = {
             "PrepareStage",
             "CopyFrame(stage)",
             "CheckRowsInPartition",
-            "CheckKeysInPartition",
+            # (none: the key holds the partition column)
             "LockForReplace",
             "Delete",
             "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
