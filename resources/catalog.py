@@ -79,7 +79,8 @@ class Catalog:
 _QUERY = r"""
 WITH target AS (
     SELECT c.oid, c.relkind::text AS kind, c.relhasrules AS has_rules,
-           (SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(c.oid)) AS size_bytes,
+           coalesce((SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(c.oid)),
+                    pg_relation_size(c.oid)) AS size_bytes,
            obj_description(c.oid, 'pg_class') AS comment,
            pg_has_role(c.relowner, 'USAGE') AS may_comment, c.relnamespace
     FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
@@ -179,7 +180,7 @@ async def read_catalog(driver: asyncpg.Connection, schema: str, table: str) -> C
             columns=columns,
             unique_keys=tuple(frozenset(k) for k in _json(row["unique_keys"]) or []),
             has_rules=target["has_rules"],
-            size_bytes=int(target["size_bytes"] or 0),
+            size_bytes=int(target["size_bytes"]),
             oid=int(target["oid"]),
             comment=target["comment"],
             may_comment=target["may_comment"],

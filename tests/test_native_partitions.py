@@ -24,6 +24,8 @@ from dagster import (
 )
 
 from resources import PostgresResource
+from resources.catalog import read_catalog
+from resources.core import driver_connection
 
 from .conftest import Database
 from .helpers import failure_message, frame_asset, resources_for, run_assets, written
@@ -365,3 +367,29 @@ def test_a_partitioned_assets_plain_table_is_indexed_on_its_partition_column(
         "SELECT indexname AS name, indexdef LIKE '%(day)' AS on_day FROM pg_indexes "
         "WHERE schemaname = 'n' AND tablename = 'events' AND indexname LIKE '%partition%'"
     ) == [{"name": "events_partition_idx", "on_day": True}]
+
+
+def test_the_catalog_sizes_plain_and_partitioned_tables_by_their_files(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """The size decides whether a write counts the table's rows afterwards (a scan)."""
+    db.execute(
+        USER_TABLES["range"] + "; CREATE TABLE plain (id bigint PRIMARY KEY); "
+        "INSERT INTO t SELECT i, 'a', 1 FROM generate_series(1, 5000) AS i; "
+        "INSERT INTO plain SELECT generate_series(1, 5000)"
+    )
+
+    async def sizes(conn: Any) -> list[int]:
+        driver = await driver_connection(conn)
+        async with driver.transaction():
+            return [
+                (await read_catalog(driver, "public", name)).table.size_bytes  # type: ignore[union-attr]
+                for name in ("t", "plain")
+            ]
+
+    expected = db.fetch(
+        "SELECT pg_relation_size('t_low') + pg_relation_size('t_high') AS t, "
+        "pg_relation_size('plain') AS plain"
+    )[0]
+    assert postgres.run(sizes) == [expected["t"], expected["plain"]]
+    assert expected["plain"] > 0 and expected["t"] > 0
