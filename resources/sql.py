@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from typing import Any
 
 from .errors import TableMismatchError, WritePlanError
@@ -310,9 +311,12 @@ def merge(
     *,
     refuse_repeated: bool,
     compare_as: Mapping[str, str],
+    where: str | None = None,
 ) -> str:
     """MERGE the staged rows into the target, read from the stage in key order, and count
-    what happened (``RETURNING merge_action()``: PostgreSQL 17 or later).
+    what happened (``RETURNING merge_action()``: PostgreSQL 17 or later). ``where``: the
+    partition's filter (alias ``t``): only the partition's rows are joined, found by its
+    index (or its partitions) instead of a walk of the whole key index.
 
     One join of the sorted stage with the table decides every row; for a large stage the
     planner merge-joins it with the key index, so the writes walk the table's pages and its
@@ -359,10 +363,14 @@ def merge(
     whens.append(f"WHEN NOT MATCHED THEN INSERT ({column_list(columns)}) VALUES ({values})")
     statement = (
         f"MERGE INTO {target} AS t USING ({rows} ORDER BY {keys}) AS s "
-        f"ON {key_match(key, 't', 's')} {' '.join(whens)}"
+        f"ON {key_match(key, 't', 's')}{_and(where)} {' '.join(whens)}"
     )
     # DO NOTHING returns no row: what is not an insert is an update.
     return _counted(statement, "merge_action() = 'INSERT'")
+
+
+def _and(where: str | None) -> str:
+    return f" AND ({where})" if where else ""
 
 
 def _counted(write: str, inserted: str) -> str:
@@ -385,18 +393,20 @@ def insert_on_conflict(
     *,
     compare_as: Mapping[str, str],
     counted: bool = True,
+    where: str | None = None,
 ) -> str:
     """INSERT the staged rows in key order, resolving conflicts on the key, and count what
     happened. ``xmax = 0`` tells a freshly inserted row from an updated one. Unlike MERGE,
     this waits for a key that another writer is inserting at the same time, then resolves
     the conflict on it. ``counted=False``: no RETURNING (a partitioned table's cannot read
-    xmax), the command tag counts the rows written."""
+    xmax), the command tag counts the rows written. ``where``: the partition's filter (alias
+    ``t``), which keeps the look for unchanged rows to the partition's."""
     rows = f"SELECT {column_list(columns, 's.')} FROM {source} AS s"
     update = on_conflict == "update" and bool(update_columns)
     if update:
         # Leave out rows equal to the stored row: they need no write, and skipping them here
         # (not in ON CONFLICT ... WHERE) takes no row lock and writes no row version.
-        rows += f" WHERE NOT EXISTS ({_stored_row(target, key, update_columns, compare_as)})"
+        rows += f" WHERE NOT EXISTS ({_stored_row(target, key, update_columns, compare_as, where)})"
     # Key order: B-tree inserts stay local, and concurrent writers lock rows in the same
     # order, so they cannot deadlock.
     rows += f" ORDER BY {column_list(key, 's.')}"
@@ -417,15 +427,20 @@ def insert_on_conflict(
 
 
 def _stored_row(
-    target: str, key: Sequence[str], columns: Sequence[str], compare_as: Mapping[str, str]
+    target: str,
+    key: Sequence[str],
+    columns: Sequence[str],
+    compare_as: Mapping[str, str],
+    where: str | None,
 ) -> str:
-    """The stored row (alias ``u``) of staged row ``s``'s key, when ``columns`` are equal."""
+    """The stored row (alias ``t``, in the partition ``where`` selects) of staged row ``s``'s
+    key, when ``columns`` are equal."""
     same = " AND ".join(
         f"{comparable([c], 's.', compare_as)} IS NOT DISTINCT FROM "
-        f"{comparable([c], 'u.', compare_as)}"
+        f"{comparable([c], 't.', compare_as)}"
         for c in columns
     )
-    return f"SELECT FROM {target} AS u WHERE {key_match(key, 's', 'u')} AND {same}"
+    return f"SELECT FROM {target} AS t WHERE {key_match(key, 's', 't')} AND {same}{_and(where)}"
 
 
 def count_changed(
@@ -434,12 +449,13 @@ def count_changed(
     key: Sequence[str],
     update_columns: Sequence[str],
     compare_as: Mapping[str, str],
+    where: str | None = None,
 ) -> str:
     """How many staged rows have a stored row of their key that differs from them."""
     return (
-        f"SELECT count(*) FROM {source} AS s WHERE EXISTS (SELECT FROM {target} AS k "
-        f"WHERE {key_match(key, 's', 'k')}) AND NOT EXISTS "
-        f"({_stored_row(target, key, update_columns, compare_as)})"
+        f"SELECT count(*) FROM {source} AS s WHERE EXISTS (SELECT FROM {target} AS t "
+        f"WHERE {key_match(key, 's', 't')}{_and(where)}) AND NOT EXISTS "
+        f"({_stored_row(target, key, update_columns, compare_as, where)})"
     )
 
 
@@ -467,14 +483,27 @@ def partition_filter(
                     f"partition_expr column {part.column!r} is {pg_type}; a time-window "
                     "partition needs a date or timestamp column"
                 )
-            cast = pg_type.unmodified
-            start, end = f"CAST(${first}::text AS {cast})", f"CAST(${first + 1}::text AS {cast})"
-            clauses.append(f"{col} >= {start} AND {col} < {end}")
-            params += [part.start.isoformat(), part.end.isoformat()]
+            # Parameters of the column's own type: the planner compares them with the
+            # column as constants, so a partitioned table is pruned while planning (a cast
+            # from text to a timestamp is not immutable, and would prune only at run time).
+            bound = _TIME_BOUNDS[pg_type.name]
+            clauses.append(f"{col} >= ${first}::{bound} AND {col} < ${first + 1}::{bound}")
+            params += [_time_bound(part.start, bound), _time_bound(part.end, bound)]
         else:
             clauses.append(f"{col} = ANY(CAST(${first}::text[] AS {pg_type.unmodified}[]))")
             params.append(list(part.keys))
     return (" AND ".join(f"({c})" for c in clauses) or None), params
+
+
+_TIME_BOUNDS = {"date": "date", "timestamp": "timestamp", "timestamptz": "timestamptz"}
+
+
+def _time_bound(at: datetime, bound: str) -> date | datetime:
+    """A window's bound as the column's type holds it: a zoned instant, or the wall-clock
+    time (or date) in the window's own time zone."""
+    if bound == "timestamptz":
+        return at
+    return at.date() if bound == "date" else at.replace(tzinfo=None)
 
 
 def is_empty(target: str) -> str:

@@ -233,6 +233,7 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
     key = write.options.conflict_target
     columns = write.frame.columns
     compare_as = dict(write.planned.compare_as)
+    where, params = write.planned.where, write.planned.params
     if isinstance(step, steps.Insert):
         statement = sql.insert_from_stage(
             write.source, write.target, columns, key if step.in_key_order else ()
@@ -247,6 +248,7 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
             step.update_columns,
             refuse_repeated=step.refuse_repeated,
             compare_as=compare_as,
+            where=where,
         )
     else:
         statement = sql.insert_on_conflict(
@@ -258,21 +260,22 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
             step.update_columns,
             compare_as=compare_as,
             counted=not step.count_changed_first,
+            where=where,
         )
 
     async def apply() -> Counts:
         if isinstance(step, steps.Insert):
             return Counts(inserted=sql.affected(await write.driver.execute(statement)))
         if not step.count_changed_first:
-            row = await write.driver.fetchrow(statement)
+            row = await write.driver.fetchrow(statement, *params)
             return Counts(inserted=int(row["inserted"]), updated=int(row["updated"]))
         changed = 0
         if step.on_conflict == "update" and step.update_columns:
             count = sql.count_changed(
-                write.source, write.target, key, step.update_columns, compare_as
+                write.source, write.target, key, step.update_columns, compare_as, where
             )
-            changed = int(await write.driver.fetchval(count))
-        written = sql.affected(await write.driver.execute(statement))
+            changed = int(await write.driver.fetchval(count, *params))
+        written = sql.affected(await write.driver.execute(statement, *params))
         return Counts(inserted=written - changed, updated=changed)
 
     try:
