@@ -26,6 +26,8 @@ from dagster import (
 from resources import PostgresResource
 from resources.catalog import read_catalog
 from resources.core import driver_connection
+from resources.options import TimeWindowSlice
+from resources.read import read_query
 
 from .conftest import Database
 from .helpers import failure_message, frame_asset, resources_for, run_assets, written
@@ -393,3 +395,27 @@ def test_the_catalog_sizes_plain_and_partitioned_tables_by_their_files(
     )[0]
     assert postgres.run(sizes) == [expected["t"], expected["plain"]]
     assert expected["plain"] > 0 and expected["t"] > 0
+
+
+def test_a_partitions_read_and_merge_are_pruned_to_its_child_while_planning(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """The partition filter's bounds are constants of the column's type to the planner, so
+    a read (and the merge, which uses the same filter) plans the one child only."""
+    events = daily_asset(NATIVE, {}, [1.0])
+    for day in ("2024-03-01", "2024-03-02", "2024-03-03"):
+        assert run_assets([events], postgres, partition_key=day).success
+    window = DAYS.time_window_for_partition_key("2024-03-02")
+    part = [TimeWindowSlice("day", window.start, window.end)]
+
+    async def plan(conn: Any) -> str:
+        driver = await driver_connection(conn)
+        async with driver.transaction():
+            stored = (await read_catalog(driver, "n", "events")).table.columns  # type: ignore[union-attr]
+            query, params = read_query("n", "events", stored, part, stored)
+            return "\n".join(r[0] for r in await driver.fetch(f"EXPLAIN {query}", *params))
+
+    explained = postgres.run(plan)
+    assert "events_20240302" in explained
+    assert "events_20240301" not in explained and "events_20240303" not in explained
+    assert "Subplans Removed" not in explained  # pruned while planning, not at run time
