@@ -402,7 +402,7 @@ def insert_on_conflict(
     xmax), the command tag counts the rows written. ``where``: the partition's filter (alias
     ``t``), which keeps the look for unchanged rows to the partition's."""
     rows = f"SELECT {column_list(columns, 's.')} FROM {source} AS s"
-    update = on_conflict == "update" and bool(update_columns)
+    update = updates_on_conflict(on_conflict, update_columns)
     if update:
         # Leave out rows equal to the stored row: they need no write, and skipping them here
         # (not in ON CONFLICT ... WHERE) takes no row lock and writes no row version.
@@ -424,6 +424,12 @@ def insert_on_conflict(
         )
         insert += f" ON CONFLICT ({column_list(key)}) DO UPDATE SET {assignments} WHERE {changed}"
     return _counted(insert, "t.xmax = 0") if counted else insert
+
+
+def updates_on_conflict(on_conflict: str, update_columns: Sequence[str]) -> bool:
+    """Whether :func:`insert_on_conflict` updates (and so reads the table, its ``where``
+    parameters included) or only inserts."""
+    return on_conflict == "update" and bool(update_columns)
 
 
 def _stored_row(

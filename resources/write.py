@@ -234,6 +234,12 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
     columns = write.frame.columns
     compare_as = dict(write.planned.compare_as)
     where, params = write.planned.where, write.planned.params
+    if (
+        isinstance(step, steps.Merge)
+        and step.statement == "on_conflict"
+        and not sql.updates_on_conflict(step.on_conflict, step.update_columns)
+    ):
+        where, params = None, ()  # the statement never reads the table
     if isinstance(step, steps.Insert):
         statement = sql.insert_from_stage(
             write.source, write.target, columns, key if step.in_key_order else ()
@@ -270,7 +276,7 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
             row = await write.driver.fetchrow(statement, *params)
             return Counts(inserted=int(row["inserted"]), updated=int(row["updated"]))
         changed = 0
-        if step.on_conflict == "update" and step.update_columns:
+        if sql.updates_on_conflict(step.on_conflict, step.update_columns):
             count = sql.count_changed(
                 write.source, write.target, key, step.update_columns, compare_as, where
             )

@@ -419,3 +419,23 @@ def test_a_partitions_read_and_merge_are_pruned_to_its_child_while_planning(
     assert "events_20240302" in explained
     assert "events_20240301" not in explained and "events_20240303" not in explained
     assert "Subplans Removed" not in explained  # pruned while planning, not at run time
+
+
+@pytest.mark.parametrize("partitioning", ["plain", "native"])
+@pytest.mark.parametrize("on_conflict", ["update", "nothing"])
+def test_a_partition_upsert_counts_and_keeps_other_partitions(
+    postgres: PostgresResource, db: Database, merge_path: str, partitioning: str, on_conflict: str
+) -> None:
+    metadata = {**NATIVE, "partitioning": partitioning, "on_conflict": on_conflict}
+    sizes, value = {"2024-03-01": 3, "2024-03-02": 3}, [1.0]
+    events = daily_asset(metadata, sizes, value)
+    for day in sizes:
+        assert run_assets([events], postgres, partition_key=day).success
+    other = db.fetch("SELECT * FROM n.events WHERE day = '2024-03-01' ORDER BY id")
+    sizes["2024-03-02"], value[0] = 5, 2.0
+    meta = written(run_assets([events], postgres, partition_key="2024-03-02"), ("n", "events"))
+    updated = 3 if on_conflict == "update" else 0
+    assert (meta["rows_inserted"], meta["rows_updated"]) == (2, updated)
+    assert db.fetch("SELECT * FROM n.events WHERE day = '2024-03-01' ORDER BY id") == other
+    values = db.fetch("SELECT v FROM n.events WHERE day = '2024-03-02' ORDER BY id")
+    assert [r["v"] for r in values] == [2.0 if on_conflict == "update" else 1.0] * 3 + [2.0] * 2
