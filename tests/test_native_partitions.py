@@ -439,3 +439,18 @@ def test_a_partition_upsert_counts_and_keeps_other_partitions(
     assert db.fetch("SELECT * FROM n.events WHERE day = '2024-03-01' ORDER BY id") == other
     values = db.fetch("SELECT v FROM n.events WHERE day = '2024-03-02' ORDER BY id")
     assert [r["v"] for r in values] == [2.0 if on_conflict == "update" else 1.0] * 3 + [2.0] * 2
+
+
+def test_a_failed_write_leaves_no_new_partition_behind(
+    postgres: PostgresResource, db: Database
+) -> None:
+    value = [1.0]
+    events = daily_asset(NATIVE, {}, value)
+    assert run_assets([events], postgres, partition_key="2024-03-01").success
+    db.execute("ALTER TABLE n.events ADD CONSTRAINT positive CHECK (v > 0)")
+    before = db.snapshot("n.events")
+    value[0] = -1.0  # refused by the CHECK, after the day's child is created
+    result = run_assets([events], postgres, partition_key="2024-03-02", raise_on_error=False)
+    assert "positive" in failure_message(result)
+    assert list(children(db, "n.events")) == ["events_20240301"]
+    assert db.snapshot("n.events") == before
