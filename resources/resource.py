@@ -310,6 +310,9 @@ class PostgresResource(ConfigurableResource):  # type: ignore[type-arg]
         """Cancel this resource's work still running, and, if no other copy of it uses the
         shared loop and pool, close the pooled connections and stop the loop. Safe to call
         twice."""
+        with self._lock:
+            # connect()'s engine pools nothing (NullPool): dropping it closes nothing.
+            self._async_engine = None
         with _RUNTIMES_LOCK:
             key, self._runtime_key = self._runtime_key, None
             runtime = _RUNTIMES.get(key) if key is not None else None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -187,3 +190,19 @@ def test_a_run_holds_one_pool_whatever_the_wiring(database_url: str) -> None:
     # The IO manager read `upstream` and returned its connection to the pool; the asset's
     # query then ran on that same connection.
     assert seen == [1]
+
+
+def test_dispose_lets_go_of_the_engine_of_async_connections(database_url: str) -> None:
+    """connect()'s engine pools nothing, but a resource kept for the whole process (one at
+    module level, used outside runs) would keep it alive after dispose()."""
+    resource = PostgresResource(url=database_url)
+
+    async def select_one() -> object:
+        async with resource.connect() as conn:
+            return await conn.scalar(text("SELECT 1"))
+
+    assert asyncio.run(select_one()) == 1
+    engine = weakref.ref(resource._async_engine)  # type: ignore[arg-type]
+    resource.dispose()
+    gc.collect()
+    assert engine() is None
