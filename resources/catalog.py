@@ -39,25 +39,24 @@ class Column:
 class TableFacts:
     """The target relation. ``kind`` is ``pg_class.relkind`` (``"r"`` a table, ``"p"`` a
     partitioned table, ``"v"`` a view, ...); ``unique_keys`` the column sets of its unique
-    indexes that ``ON CONFLICT`` can use; ``size_bytes`` its main fork's size now, summed
-    over its partitions (a stat of its files, no scan: the estimate of its size the plan
-    uses)."""
+    indexes that ``ON CONFLICT`` can use; ``size_bytes`` its main fork's size now (a stat of
+    its files, no scan: the estimate of its size the plan uses), None for a partitioned
+    table (summing its partitions' would lock every one of them, at every write and read)."""
 
     kind: str
     columns: Mapping[str, Column]
     unique_keys: tuple[frozenset[str], ...] = ()
     has_rules: bool = False
-    size_bytes: int = 0
+    size_bytes: int | None = 0
     # pg_class.oid (the replace locks' key), the table's comment (which records its owner,
     # see claims.py), and whether the role may comment on it (a member of its owner role).
     oid: int = 0
     comment: str | None = None
     may_comment: bool = True
     # A partitioned table's strategy ("r" range, "l" list, "h" hash) and key columns ("" for
-    # an expression), and the names of its partitions (at any depth) in its schema.
+    # an expression).
     partition_strategy: str | None = None
     partition_columns: tuple[str, ...] = ()
-    partitions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -79,10 +78,9 @@ class Catalog:
 _QUERY = r"""
 WITH target AS (
     SELECT c.oid, c.relkind::text AS kind, c.relhasrules AS has_rules,
-           coalesce((SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(c.oid)),
-                    pg_relation_size(c.oid)) AS size_bytes,
+           CASE WHEN c.relkind <> 'p' THEN pg_relation_size(c.oid) END AS size_bytes,
            obj_description(c.oid, 'pg_class') AS comment,
-           pg_has_role(c.relowner, 'USAGE') AS may_comment, c.relnamespace
+           pg_has_role(c.relowner, 'USAGE') AS may_comment
     FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
     WHERE n.nspname = $1 AND c.relname = $2
 )
@@ -100,10 +98,7 @@ SELECT
         'partition_columns', (SELECT ARRAY(
             SELECT coalesce(a.attname, '') FROM unnest(p.partattrs) WITH ORDINALITY AS k(attnum, n)
             LEFT JOIN pg_attribute AS a ON a.attrelid = p.partrelid AND a.attnum = k.attnum
-            ORDER BY k.n) FROM pg_partitioned_table AS p WHERE p.partrelid = oid),
-        'partitions', (SELECT json_agg(p.relname) FROM pg_partition_tree(oid) AS tree
-                       JOIN pg_class AS p ON p.oid = tree.relid
-                       WHERE tree.level > 0 AND p.relnamespace = target.relnamespace)
+            ORDER BY k.n) FROM pg_partitioned_table AS p WHERE p.partrelid = oid)
      )::text FROM target) AS target,
     (SELECT json_agg(json_build_object(
         'name', a.attname,
@@ -180,13 +175,12 @@ async def read_catalog(driver: asyncpg.Connection, schema: str, table: str) -> C
             columns=columns,
             unique_keys=tuple(frozenset(k) for k in _json(row["unique_keys"]) or []),
             has_rules=target["has_rules"],
-            size_bytes=int(target["size_bytes"]),
+            size_bytes=target["size_bytes"],
             oid=int(target["oid"]),
             comment=target["comment"],
             may_comment=target["may_comment"],
             partition_strategy=target["partition_strategy"],
             partition_columns=tuple(target["partition_columns"] or ()),
-            partitions=frozenset(target["partitions"] or ()),
         )
     return Catalog(
         table=facts,

@@ -115,7 +115,8 @@ def needs_empty_probe(options: WritePlan, table: TableFacts, frame: PreparedFram
     """Whether knowing that the table is empty would change the plan, and the probe is
     cheap: only a keyed upsert or replace of a small table takes a faster path when empty."""
     keyed = bool(options.conflict_target) and options.write_mode != "append"
-    return keyed and frame.rows != 0 and table.size_bytes <= PROBE_EMPTY_UP_TO_BYTES
+    small = table.size_bytes is not None and table.size_bytes <= PROBE_EMPTY_UP_TO_BYTES
+    return keyed and frame.rows != 0 and small
 
 
 def plan_write(
@@ -424,7 +425,8 @@ def _children_to_create(
     partition: Sequence[PartitionSlice],
     name: str,
 ) -> tuple[native.ChildTable, ...]:
-    """The partitions a write with ``partitioning: native`` needs that the table lacks."""
+    """The partitions a write with ``partitioning: native`` needs (those that exist already
+    are found so by the write, without listing the table's every partition)."""
     if options.partitioning != "native":
         return ()
     if table.kind != "p":
@@ -442,9 +444,7 @@ def _children_to_create(
             f"{list(table.partition_columns)}: create its partitions yourself and drop "
             "'partitioning', or write another table"
         )
-    return tuple(
-        c for c in native.children(table_name, partition) if c.name not in table.partitions
-    )
+    return native.children(table_name, partition)
 
 
 def _check_unique_key(table: TableFacts, key: Sequence[str], name: str) -> None:

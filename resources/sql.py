@@ -90,6 +90,15 @@ def create_partition(child: str, parent: str, partition_by: tuple[str, str] | No
     )
 
 
+def missing_tables() -> str:
+    """Which of the names $2 (a text array) no relation of schema $1 has."""
+    return (
+        "SELECT name FROM unnest($2::text[]) AS name WHERE NOT EXISTS (SELECT FROM pg_class "
+        "AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = $1 AND c.relname = name)"
+    )
+
+
 def attach_partition(parent: str, child: str, strategy: str) -> str:
     """``ALTER TABLE ... ATTACH PARTITION`` as a template for :func:`with_literals`: its
     bounds (two for a range, one for a list) are values."""

@@ -31,9 +31,9 @@ class CreateTable:
 
 @dataclass(frozen=True)
 class CreatePartitions:
-    """Create and attach the child tables a natively partitioned table lacks for the
-    frame's partitions (each parent first). Creators of one table's partitions take turns;
-    one finding a child another made meanwhile leaves it as it is."""
+    """Create and attach those of the frame's partitions' child tables that do not exist
+    (each parent first). Creators of one table's partitions take turns; a writer whose
+    children all exist takes no turn."""
 
     children: tuple[ChildTable, ...]
 

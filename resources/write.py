@@ -105,11 +105,15 @@ async def _create_partitions(write: Write, step: steps.CreatePartitions) -> None
     table's partitions (until the commit: a child another writer made meanwhile is then
     seen, and left as it is)."""
     driver = write.driver
+    names = [c.name for c in step.children]
+    if not await driver.fetch(sql.missing_tables(), write.schema, names):
+        return
     await _take_turns(driver, _PARTITIONS_LOCK.format(write.name))
+    missing = {r[0] for r in await driver.fetch(sql.missing_tables(), write.schema, names)}
     for child in step.children:
-        target = sql.qualified(write.schema, child.name)
-        if await driver.fetchval("SELECT to_regclass($1) IS NOT NULL", target):
+        if child.name not in missing:
             continue
+        target = sql.qualified(write.schema, child.name)
         parent = sql.qualified(write.schema, child.parent)
         await driver.execute(sql.create_partition(target, parent, child.partition_by))
         await _execute_with_literals(

@@ -371,17 +371,18 @@ def test_a_partitioned_assets_plain_table_is_indexed_on_its_partition_column(
     ) == [{"name": "events_partition_idx", "on_day": True}]
 
 
-def test_the_catalog_sizes_plain_and_partitioned_tables_by_their_files(
+def test_the_catalog_sizes_a_plain_table_by_its_file_and_no_partitioned_one(
     postgres: PostgresResource, db: Database
 ) -> None:
-    """The size decides whether a write counts the table's rows afterwards (a scan)."""
+    """The size decides whether a write counts the table's rows afterwards (a scan). A
+    partitioned table is not sized: that would lock each of its partitions at every write."""
     db.execute(
         USER_TABLES["range"] + "; CREATE TABLE plain (id bigint PRIMARY KEY); "
         "INSERT INTO t SELECT i, 'a', 1 FROM generate_series(1, 5000) AS i; "
         "INSERT INTO plain SELECT generate_series(1, 5000)"
     )
 
-    async def sizes(conn: Any) -> list[int]:
+    async def sizes(conn: Any) -> list[int | None]:
         driver = await driver_connection(conn)
         async with driver.transaction():
             return [
@@ -389,12 +390,8 @@ def test_the_catalog_sizes_plain_and_partitioned_tables_by_their_files(
                 for name in ("t", "plain")
             ]
 
-    expected = db.fetch(
-        "SELECT pg_relation_size('t_low') + pg_relation_size('t_high') AS t, "
-        "pg_relation_size('plain') AS plain"
-    )[0]
-    assert postgres.run(sizes) == [expected["t"], expected["plain"]]
-    assert expected["plain"] > 0 and expected["t"] > 0
+    plain = db.fetch("SELECT pg_relation_size('plain') AS n")[0]["n"]
+    assert postgres.run(sizes) == [None, plain] and plain > 0
 
 
 def test_a_partitions_read_and_merge_are_pruned_to_its_child_while_planning(
