@@ -14,8 +14,10 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     BackfillPolicy,
+    DagsterInstance,
     DailyPartitionsDefinition,
     Definitions,
+    DynamicPartitionsDefinition,
     MultiPartitionKey,
     MultiPartitionsDefinition,
     StaticPartitionsDefinition,
@@ -451,3 +453,34 @@ def test_a_failed_write_leaves_no_new_partition_behind(
     assert "positive" in failure_message(result)
     assert list(children(db, "n.events")) == ["events_20240301"]
     assert db.snapshot("n.events") == before
+
+
+def test_native_dynamic_partitions_get_a_child_per_key_as_keys_are_added(
+    postgres: PostgresResource, db: Database
+) -> None:
+    customers = DynamicPartitionsDefinition(name="customers")
+
+    @asset(
+        key_prefix=["n"],
+        partitions_def=customers,
+        metadata={
+            "conflict_target": ["customer", "n"],
+            "partition_expr": "customer",
+            "partitioning": "native",
+            "write_mode": "replace",
+        },
+    )
+    def orders(context: AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"customer": [context.partition_key] * 2, "n": [1, 2]})
+
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("customers", ["acme"])
+        assert run_assets([orders], postgres, partition_key="acme", instance=instance).success
+        instance.add_dynamic_partitions("customers", ["globex"])
+        for key in ("globex", "acme"):
+            assert run_assets([orders], postgres, partition_key=key, instance=instance).success
+    assert children(db, "n.orders") == {
+        "orders_acme": "FOR VALUES IN ('acme')",
+        "orders_globex": "FOR VALUES IN ('globex')",
+    }
+    assert rows_by_child(db, "n.orders") == {"n.orders_acme": 2, "n.orders_globex": 2}
