@@ -71,6 +71,9 @@ class ArrowFrame:
     # rows are read, as for a stream).
     ascending: Callable[[str], bool] | None = None
     null_count: Callable[[str], int] | None = None
+    # A pass over the rows in the order of the given columns, a chunk at a time (None: the
+    # rows cannot be ordered without reading them whole, as a stream's).
+    sorted_by: Callable[[Sequence[str]], Iterable[pa.RecordBatch]] | None = None
 
     def __post_init__(self) -> None:
         if not self.replayable:
@@ -87,6 +90,7 @@ class ArrowFrame:
             text_as=text_as or {},
             ascending=lambda name: ascending(table.column(name)),
             null_count=lambda name: table.column(name).null_count,
+            sorted_by=lambda key: _taken(table, key),
         )
 
     def with_constant(self, name: str, value: str) -> ArrowFrame:
@@ -102,6 +106,13 @@ class ArrowFrame:
         return replace(
             self, schema=self.schema.append(pa.field(name, pa.large_string())), batches=batches
         )
+
+
+def _taken(table: pa.Table, key: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The table's rows in key order, gathered a chunk at a time (no sorted copy is held)."""
+    order = pc.sort_indices(table, sort_keys=[(column, "ascending") for column in key])
+    for start in range(0, table.num_rows, ROWS_PER_CHUNK):
+        yield from table.take(order[start : start + ROWS_PER_CHUNK]).to_batches()
 
 
 def ascending(column: pa.ChunkedArray | pa.Array) -> bool:
@@ -137,6 +148,9 @@ class PreparedFrame:
     key: tuple[str, ...] = ()
     # The rows are already in the order of a one-column key.
     in_key_order: bool = False
+    # The rows can be sent in key order, sorted on the client, and Arrow orders the key's
+    # values as PostgreSQL does (integers, dates, timestamps).
+    sortable: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -149,14 +163,25 @@ class PreparedFrame:
         return self.source.rows
 
     def batches(
-        self, rows_per_chunk: int = ROWS_PER_CHUNK, *, numbered: bool = False
+        self,
+        rows_per_chunk: int = ROWS_PER_CHUNK,
+        *,
+        numbered: bool = False,
+        in_key_order: bool = False,
     ) -> Iterator[pa.RecordBatch]:
         """The rows in encodable Arrow, at most ``rows_per_chunk`` at a time, so that no
         second full copy of the data is ever held. ``numbered`` appends
-        :data:`ROW_NUMBER_COLUMN`, each row's position in the frame."""
+        :data:`ROW_NUMBER_COLUMN`, each row's position in the frame; ``in_key_order`` sends
+        the rows sorted by the key (a frame that is ``sortable``)."""
         schema = self._copy_schema(numbered)
         start = 0
-        for batch in self.source.batches():
+        source = self.source
+        rows = (
+            source.sorted_by(self.key)
+            if in_key_order and source.sorted_by is not None
+            else source.batches()
+        )
+        for batch in rows:
             self._check_chunk(batch, start)
             for offset in range(0, batch.num_rows, rows_per_chunk):
                 piece = batch.slice(offset, rows_per_chunk)
@@ -203,15 +228,28 @@ class PreparedFrame:
         return self.schema.append(pa.field(ROW_NUMBER_COLUMN, pa.int64()))
 
     def binary_copy_chunks(
-        self, rows_per_chunk: int = ROWS_PER_CHUNK, *, numbered: bool = False
+        self,
+        rows_per_chunk: int = ROWS_PER_CHUNK,
+        *,
+        numbered: bool = False,
+        in_key_order: bool = False,
     ) -> Iterator[tuple[int, bytes]]:
         """The frame as PostgreSQL binary COPY data, a chunk at a time, each with the number
         of rows it holds."""
         encoder = _encoder(self._copy_schema(numbered), self.json_columns)
         yield 0, encoder.write_header()
-        for batch in self.batches(rows_per_chunk, numbered=numbered):
+        batches = self.batches(rows_per_chunk, numbered=numbered, in_key_order=in_key_order)
+        for batch in batches:
             yield batch.num_rows, encoder.write_batch(batch)
         yield 0, encoder.finish()
+
+
+def _sorts_as_postgres(arrow: pa.DataType) -> bool:
+    """Whether Arrow orders the type's values as PostgreSQL does (text is ordered by the
+    column's collation there, by its bytes here)."""
+    return bool(
+        pa.types.is_integer(arrow) or pa.types.is_date(arrow) or pa.types.is_timestamp(arrow)
+    )
 
 
 def null_key_error(column: str, nulls: int, where: str = "") -> FrameError:
@@ -306,6 +344,9 @@ def prepare_frame(
         },
         key=key,
         in_key_order=len(key) == 1 and frame.ascending is not None and frame.ascending(key[0]),
+        sortable=bool(key)
+        and frame.sorted_by is not None
+        and all(_sorts_as_postgres(frame.schema.field(c).type) for c in key),
     )
 
 

@@ -228,9 +228,10 @@ def plan_write(
     first = (replace_lock(table.oid, ()), Delete(partitioned=False)) if replacing else ()
     if direct_ok and not key:
         return replace(planned, steps=(*first, CopyFrame("target"), *claims))
-    if direct_ok and keyed_merge and empty and frame.in_key_order:
+    if direct_ok and keyed_merge and empty and (frame.in_key_order or frame.sortable):
         # The key's index refuses a repeated key; the staged path then resolves or names it.
-        staged = (*first, Attempt((CopyFrame("target"),), ("unique_violation",), staged))
+        copy = CopyFrame("target", in_key_order=not frame.in_key_order)
+        staged = (*first, Attempt((copy,), ("unique_violation",), staged))
     return replace(
         planned,
         steps=(*staged, *claims),

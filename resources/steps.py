@@ -59,6 +59,9 @@ class CopyFrame:
     into: Literal["stage", "target"]
     numbered: bool = False
     analyze: bool = False
+    # Send the rows sorted by the key (sorted on the client): an empty table's key index
+    # then grows at its right edge, about twice as fast as in random order.
+    in_key_order: bool = False
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
                 await driver.execute(f"ANALYZE {sql.quote_ident(stage)}")
             return Counts(staged=rows)
         case steps.CopyFrame():
-            rows = await _copy(write, write.schema, write.table)
+            rows = await _copy(write, write.schema, write.table, in_key_order=step.in_key_order)
             return Counts(staged=rows, inserted=rows)
         case steps.KeepOnePerKey():
             status = await driver.execute(
@@ -304,7 +304,14 @@ async def _merge(write: Write, step: steps.Insert | steps.Merge, so_far: Counts)
     return counts
 
 
-async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool = False) -> int:
+async def _copy(
+    write: Write,
+    schema: str | None,
+    table: str,
+    *,
+    numbered: bool = False,
+    in_key_order: bool = False,
+) -> int:
     """Stream the frame into a table with binary COPY, reporting progress every few
     seconds. asyncpg quotes the names itself."""
     total = "" if write.frame.rows is None else f" of {write.frame.rows:,}"
@@ -312,7 +319,7 @@ async def _copy(write: Write, schema: str | None, table: str, *, numbered: bool 
 
     async def chunks() -> AsyncIterator[bytes]:
         sent = 0
-        encoded = write.frame.binary_copy_chunks(numbered=numbered)
+        encoded = write.frame.binary_copy_chunks(numbered=numbered, in_key_order=in_key_order)
 
         async def next_chunk() -> tuple[int, bytes] | None:
             if write.frame.rows is None:

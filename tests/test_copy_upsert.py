@@ -273,3 +273,55 @@ def test_row_number_column_name_is_reserved_when_duplicates_are_resolved() -> No
     plan = WritePlan.from_options(conflict_target="id", duplicates="keep_last")
     with pytest.raises(FrameError, match="reserved"):
         asyncio.run(copy_upsert(None, frame, schema="public", table="t", plan=plan))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("library", ["pandas", "pyarrow", "polars"])
+def test_a_frame_in_random_order_fills_an_empty_table_in_key_order(
+    postgres: PostgresResource, db: Database, library: str
+) -> None:
+    """Sorted on the client, the rows go straight into the empty table in key order (no
+    stage, no merge), and the heap holds them in key order."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+
+    rng = np.random.default_rng(7)
+    ids = rng.permutation(200_000)
+    data = pd.DataFrame(
+        {"id": ids, "at": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(ids, "s")}
+    )
+    frame: object = {
+        "pandas": data,
+        "pyarrow": pa.Table.from_pandas(data),
+        "polars": pl.from_pandas(data),
+    }[library]
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, at timestamptz)")
+    plan = WritePlan.from_options(conflict_target="id")
+    said: list[str] = []
+    result = postgres.run(
+        lambda conn: copy_upsert(
+            conn, frame, schema="public", table="t", plan=plan, progress=said.append
+        )
+    )
+    assert (result.rows_inserted, result.row_count) == (200_000, 200_000)
+    assert not [line for line in said if "merging" in line], said
+    heap = db.fetch("SELECT id, at FROM t")  # no ORDER BY: as stored
+    assert [r["id"] for r in heap] == list(range(200_000))
+    assert heap[5]["at"] == pd.Timestamp("2024-01-01 00:00:05", tz="UTC")
+
+
+def test_a_repeated_key_in_a_sorted_first_write_falls_back_to_the_stage(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, v float8)")
+    data = pd.DataFrame({"id": [3, 1, 2, 1], "v": [3.0, 1.0, 2.0, 1.5]})
+    plan = WritePlan.from_options(conflict_target="id", duplicates="keep_last")
+    result = postgres.run(
+        lambda conn: copy_upsert(conn, data, schema="public", table="t", plan=plan)
+    )
+    assert result.rows_inserted == 3
+    assert db.rows("t", "id") == [
+        {"id": 1, "v": 1.5},
+        {"id": 2, "v": 2.0},
+        {"id": 3, "v": 3.0},
+    ]

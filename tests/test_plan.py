@@ -35,8 +35,10 @@ from resources.plan import (
 )
 from resources.steps import (
     AddColumns,
+    Attempt,
     CheckLengths,
     CheckValuesKept,
+    CopyFrame,
     Delete,
     LockForReplace,
     PrepareStage,
@@ -807,3 +809,28 @@ def test_the_owner_line_is_the_last_and_keeps_the_users_lines() -> None:
 def test_an_owner_of_several_lines_is_refused() -> None:
     with pytest.raises(WritePlanError, match="one non-empty line"):
         planned(UPSERT, owned(None), owner="a\nb")
+
+
+@pytest.mark.parametrize(
+    ("data", "sorted_on_client"),
+    [
+        (frame(), False),  # already in key order
+        (frame().iloc[::-1], True),  # an integer key, sorted by Arrow as PostgreSQL does
+    ],
+    ids=["in-order", "sortable"],
+)
+def test_an_empty_keyed_table_takes_the_frame_straight_in_key_order(
+    data: pd.DataFrame, sorted_on_client: bool
+) -> None:
+    steps = planned(WritePlan.from_options(conflict_target="id"), catalog(), data, empty=True)
+    attempt = steps.steps[0]
+    assert isinstance(attempt, Attempt)
+    assert attempt.steps == (CopyFrame("target", in_key_order=sorted_on_client),)
+
+
+def test_a_text_key_is_not_sorted_on_the_client() -> None:
+    """PostgreSQL orders text by the column's collation, Arrow by its bytes: staged."""
+    data = frame(region=["b", "c", "a"])
+    options = WritePlan.from_options(conflict_target="region")
+    steps = planned(options, catalog(key=("region",)), data, empty=True)
+    assert plan_summary(steps)[0] == "PrepareStage"

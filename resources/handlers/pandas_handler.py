@@ -7,11 +7,12 @@ from __future__ import annotations
 import decimal
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from types import UnionType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -45,17 +46,22 @@ class PandasHandler:
             [pa.field(n, pa.large_string() if n in text_as else inferred[n]) for n in names]
         )
 
-        def batches() -> Iterator[pa.RecordBatch]:
+        def batches(order: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
             total = len(frame)
             for start in range(0, total, ROWS_PER_CHUNK):
                 stop = min(start + ROWS_PER_CHUNK, total)
+                rows = slice(start, stop) if order is None else order[start:stop]
                 yield pa.RecordBatch.from_arrays(
                     [
-                        _column_to_arrow(_rows(series[f.name], start, stop), f, text_as.get(f.name))
+                        _column_to_arrow(_rows(series[f.name], rows), f, text_as.get(f.name))
                         for f in schema
                     ],
                     schema=schema,
                 )
+
+        def sorted_by(key: Sequence[str]) -> Iterator[pa.RecordBatch]:
+            keys = pd.DataFrame({name: series[name].array for name in key})
+            return batches(keys.sort_values(list(key), kind="stable").index.to_numpy())
 
         return ArrowFrame(
             schema=schema,
@@ -64,6 +70,7 @@ class PandasHandler:
             text_as=text_as,
             ascending=lambda name: bool(series[name].is_monotonic_increasing),
             null_count=lambda name: int(series[name].isna().sum()),
+            sorted_by=sorted_by,
         )
 
     def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> pd.DataFrame:
@@ -109,10 +116,11 @@ def _with_index_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(level=named)
 
 
-def _rows(column: pd.Series, start: int, stop: int) -> pd.Series:
-    """Rows [start, stop) of a column; the column itself when that is all of it (slicing
-    costs more than converting a small frame)."""
-    return column if start == 0 and stop == len(column) else column.iloc[start:stop]
+def _rows(column: pd.Series, rows: slice | np.ndarray) -> pd.Series:
+    """Some rows of a column (a slice, or positions); the column itself when the slice is
+    all of it (slicing costs more than converting a small frame)."""
+    whole = isinstance(rows, slice) and rows.start == 0 and rows.stop == len(column)
+    return column if whole else column.iloc[rows]
 
 
 def _holds(column: pd.Series, kind: type | UnionType) -> bool:
