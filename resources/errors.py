@@ -207,6 +207,12 @@ def _bad_value(exc: BaseException, op: Operation) -> CopyUpsertError:
 
 
 def _check(exc: BaseException, op: Operation) -> CopyUpsertError:
+    if "default partition" in str(exc):
+        return TableMismatchError(
+            f"the DEFAULT partition of {op.table} holds rows of the partition being created "
+            f"for the frame ({exc}); {op.nothing_done}: move those rows out of the DEFAULT "
+            "partition, or drop 'partitioning: native' for this table"
+        )
     if "no partition of relation" not in str(exc):
         return _bad_value(exc, op)
     return TableMismatchError(
@@ -214,6 +220,16 @@ def _check(exc: BaseException, op: Operation) -> CopyUpsertError:
         f"{op.nothing_done}: create that partition "
         "(or a DEFAULT one), or let the IO manager create the table with metadata "
         "partitioning: native"
+    )
+
+
+def _definition(exc: BaseException, op: Operation) -> CopyUpsertError:
+    if "would overlap" not in str(exc):
+        return _refused(exc, op)
+    return TableMismatchError(
+        f"the partition of {op.table} the write would create overlaps one it has ({exc}); "
+        f"{op.nothing_done}: drop 'partitioning: native' for this table (its rows then go to "
+        "the partitions it has), or detach the overlapping one"
     )
 
 
@@ -243,6 +259,7 @@ TRANSLATIONS: Sequence[tuple[type[BaseException], Translation]] = (
     (asyncpg.DataError, _bad_value),
     (asyncpg.IntegrityConstraintViolationError, _bad_value),
     (asyncpg.CheckViolationError, _check),
+    (asyncpg.InvalidObjectDefinitionError, _definition),
     (asyncpg.PostgresError, _refused),
 )
 

@@ -73,8 +73,13 @@ def _level(parent: str, partition: Sequence[PartitionSlice], level: int) -> tupl
 
 
 def _window_label(start: datetime) -> str:
-    # Windows of one partitions definition never share a start.
-    return start.strftime("%Y%m%d" if start.time() == datetime.min.time() else "%Y%m%d_%H%M")
+    """The window's start as its zone's clock shows it; with the UTC offset when that clock
+    shows the time twice (the hour repeated when summer time ends)."""
+    label = start.strftime("%Y%m%d" if start.time() == datetime.min.time() else "%Y%m%d_%H%M")
+    other = start.replace(fold=1 - start.fold)
+    if start.tzinfo is not None and other.utcoffset() != start.utcoffset():
+        label += start.strftime("_%z").replace("+", "p").replace("-", "m")
+    return label
 
 
 def _key_label(key: str) -> str:

@@ -85,17 +85,22 @@ def create_partition(child: str, parent: str, partition_by: tuple[str, str] | No
     ``partition_by`` says). Attaching takes a lighter lock on the parent than
     ``CREATE TABLE ... PARTITION OF``, which would block its readers until the commit."""
     return (
-        f"CREATE TABLE {child} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-        + _partition_by(partition_by)
+        f"CREATE TABLE {child} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+        "INCLUDING GENERATED)" + _partition_by(partition_by)
     )
 
 
-def missing_tables() -> str:
-    """Which of the names $2 (a text array) no relation of schema $1 has."""
+def partition_states() -> str:
+    """For each name of the array $2 in schema $1, whose parent should be the same position
+    of the array $3: whether a relation has that name, and whether it is a partition of that
+    parent (one row per name)."""
     return (
-        "SELECT name FROM unnest($2::text[]) AS name WHERE NOT EXISTS (SELECT FROM pg_class "
-        "AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = $1 AND c.relname = name)"
+        "SELECT u.name, c.oid IS NOT NULL AS taken, EXISTS (SELECT FROM pg_inherits AS i "
+        "JOIN pg_class AS p ON p.oid = i.inhparent WHERE i.inhrelid = c.oid "
+        "AND p.relname = u.parent AND p.relnamespace = c.relnamespace) AS attached "
+        "FROM unnest($2::text[], $3::text[]) AS u(name, parent) "
+        "LEFT JOIN (pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "AND n.nspname = $1) ON c.relname = u.name"
     )
 
 
@@ -502,6 +507,15 @@ def partition_filter(
             # column as constants, so a partitioned table is pruned while planning (a cast
             # from text to a timestamp is not immutable, and would prune only at run time).
             bound = _TIME_BOUNDS[pg_type.name]
+            if bound != "timestamptz" and part.start.replace(tzinfo=None) >= part.end.replace(
+                tzinfo=None
+            ):
+                raise WritePlanError(
+                    f"partition [{part.start}, {part.end}) holds no {pg_type} value of column "
+                    f"{part.column!r}: its wall-clock start and end are the same (the hour "
+                    "repeated when summer time ends); store the column as timestamptz, or "
+                    "use a partitions definition in UTC"
+                )
             clauses.append(f"{col} >= ${first}::{bound} AND {col} < ${first + 1}::{bound}")
             params += [_time_bound(part.start, bound), _time_bound(part.end, bound)]
         else:

@@ -12,6 +12,7 @@ from typing import assert_never
 import asyncpg
 
 from . import checks, claims, sql, steps
+from .errors import TableMismatchError
 from .frame import ROW_NUMBER_COLUMN, PreparedFrame
 from .options import WritePlan
 
@@ -105,11 +106,10 @@ async def _create_partitions(write: Write, step: steps.CreatePartitions) -> None
     table's partitions (until the commit: a child another writer made meanwhile is then
     seen, and left as it is)."""
     driver = write.driver
-    names = [c.name for c in step.children]
-    if not await driver.fetch(sql.missing_tables(), write.schema, names):
+    if not await _missing_partitions(write, step):
         return
     await _take_turns(driver, _PARTITIONS_LOCK.format(write.name))
-    missing = {r[0] for r in await driver.fetch(sql.missing_tables(), write.schema, names)}
+    missing = await _missing_partitions(write, step)
     for child in step.children:
         if child.name not in missing:
             continue
@@ -120,6 +120,22 @@ async def _create_partitions(write: Write, step: steps.CreatePartitions) -> None
             driver, sql.attach_partition(parent, target, child.strategy), child.values
         )
         write.progress(f"created partition {write.schema}.{child.name} of {write.name}")
+
+
+async def _missing_partitions(write: Write, step: steps.CreatePartitions) -> set[str]:
+    """The children that do not exist; one whose name another relation has fails."""
+    names = [c.name for c in step.children]
+    parents = [c.parent for c in step.children]
+    states = await write.driver.fetch(sql.partition_states(), write.schema, names, parents)
+    for name, taken, attached in states:
+        if taken and not attached:
+            raise TableMismatchError(
+                f"the partition of {write.name} for these rows would be table "
+                f"{write.schema}.{name}, but another relation of that name exists (a table "
+                "that is not its partition, or an index): rename or drop it, or write the "
+                "asset to another table (metadata 'table')"
+            )
+    return {name for name, taken, _ in states if not taken}
 
 
 async def _take_turns(driver: asyncpg.Connection, key: str) -> None:

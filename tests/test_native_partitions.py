@@ -18,6 +18,7 @@ from dagster import (
     DailyPartitionsDefinition,
     Definitions,
     DynamicPartitionsDefinition,
+    HourlyPartitionsDefinition,
     MultiPartitionKey,
     MultiPartitionsDefinition,
     StaticPartitionsDefinition,
@@ -484,3 +485,100 @@ def test_native_dynamic_partitions_get_a_child_per_key_as_keys_are_added(
         "orders_globex": "FOR VALUES IN ('globex')",
     }
     assert rows_by_child(db, "n.orders") == {"n.orders_acme": 2, "n.orders_globex": 2}
+
+
+FALL_BACK = HourlyPartitionsDefinition(
+    start_date="2024-11-03-00:00", end_date="2024-11-03-04:00", timezone="America/New_York"
+)
+
+
+def test_the_hour_repeated_when_summer_time_ends_gets_a_child_of_its_own(
+    postgres: PostgresResource, db: Database
+) -> None:
+    @asset(
+        key_prefix=["n"],
+        partitions_def=FALL_BACK,
+        metadata={"partition_expr": "at", "partitioning": "native", "write_mode": "replace"},
+    )
+    def ticks(context: AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"at": [context.partition_time_window.start], "n": [1]})
+
+    keys = FALL_BACK.get_partition_keys()
+    assert len(keys) == 5  # 00:00, 01:00 (EDT), 01:00 (EST), 02:00, 03:00
+    for key in keys:
+        assert run_assets([ticks], postgres, partition_key=key).success
+    made = children(db, "n.ticks")
+    assert len(made) == 5
+    assert {"ticks_20241103_0100_m0400", "ticks_20241103_0100_m0500"} <= set(made)
+    assert len(rows_by_child(db, "n.ticks")) == 5
+
+
+def test_the_repeated_hour_into_a_timestamp_without_zone_is_refused_by_name(
+    postgres: PostgresResource, db: Database
+) -> None:
+    @asset(key_prefix=["n"], partitions_def=FALL_BACK, metadata={"partition_expr": "at"})
+    def naive(context: AssetExecutionContext) -> pd.DataFrame:
+        start = context.partition_time_window.start.replace(tzinfo=None)
+        return pd.DataFrame({"at": [start], "n": [1]})
+
+    assert run_assets([naive], postgres, partition_key="2024-11-03-00:00").success
+    before = db.snapshot("n.naive")
+    # [01:00 EDT, 01:00 EST): no wall-clock time lies in it.
+    result = run_assets([naive], postgres, partition_key="2024-11-03-01:00", raise_on_error=False)
+    message = failure_message(result)
+    assert "column 'at'" in message and "store the column as timestamptz" in message
+    assert db.snapshot("n.naive") == before
+
+
+NATIVE_SALES = {"partition_expr": "region", "partitioning": "native", "write_mode": "replace"}
+
+
+def sales_asset(name: str = "sales") -> Any:
+    @asset(name=name, partitions_def=REGIONS, metadata=NATIVE_SALES)
+    def sales(context: AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"region": [context.partition_key], "amount": [1]})
+
+    return sales
+
+
+REFUSED_NATIVE = {
+    "a table that is not its partition has the child's name": (
+        "CREATE TABLE sales (region text, amount bigint) PARTITION BY LIST (region);"
+        "CREATE TABLE sales_eu (note text)",
+        "another relation of that name exists",
+    ),
+    "a partition of another name holds the key": (
+        "CREATE TABLE sales (region text, amount bigint) PARTITION BY LIST (region);"
+        "CREATE TABLE europe PARTITION OF sales FOR VALUES IN ('eu', 'x')",
+        "overlaps one it has",
+    ),
+    "the DEFAULT partition holds the key's rows": (
+        "CREATE TABLE sales (region text, amount bigint) PARTITION BY LIST (region);"
+        "CREATE TABLE other PARTITION OF sales DEFAULT; INSERT INTO sales VALUES ('eu', 5)",
+        "the DEFAULT partition of public.sales holds rows",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_NATIVE))
+def test_a_native_partition_that_cannot_be_made_is_named(
+    postgres: PostgresResource, db: Database, case: str
+) -> None:
+    ddl, expected = REFUSED_NATIVE[case]
+    db.execute(ddl)
+    before = db.snapshot("sales"), children(db, "sales")
+    result = run_assets([sales_asset()], postgres, partition_key="eu", raise_on_error=False)
+    message = failure_message(result)
+    assert "Asset sales" in message and expected in message, message
+    assert (db.snapshot("sales"), children(db, "sales")) == before
+
+
+def test_native_children_of_your_own_parent_take_its_generated_columns(
+    postgres: PostgresResource, db: Database
+) -> None:
+    db.execute(
+        "CREATE TABLE sales (region text, amount bigint, "
+        "doubled bigint GENERATED ALWAYS AS (amount * 2) STORED) PARTITION BY LIST (region)"
+    )
+    assert run_assets([sales_asset()], postgres, partition_key="eu").success
+    assert db.fetch("SELECT region, doubled FROM sales_eu") == [{"region": "eu", "doubled": 2}]
