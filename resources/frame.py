@@ -71,9 +71,9 @@ class ArrowFrame:
     # rows are read, as for a stream).
     ascending: Callable[[str], bool] | None = None
     null_count: Callable[[str], int] | None = None
-    # A pass over the rows in the order of the given columns, a chunk at a time (None: the
-    # rows cannot be ordered without reading them whole, as a stream's).
-    sorted_by: Callable[[Sequence[str]], Iterable[pa.RecordBatch]] | None = None
+    # The rows in the order of the given columns (None: the rows cannot be ordered without
+    # reading them whole, as a stream's).
+    sorted_by: Callable[[Sequence[str]], SortedRows] | None = None
 
     def __post_init__(self) -> None:
         if not self.replayable:
@@ -90,7 +90,9 @@ class ArrowFrame:
             text_as=text_as or {},
             ascending=lambda name: ascending(table.column(name)),
             null_count=lambda name: table.column(name).null_count,
-            sorted_by=lambda key: _taken(table, key),
+            sorted_by=lambda key: sorted_rows(
+                table.select(list(key)), lambda order: _taken(table, order)
+            ),
         )
 
     def with_constant(self, name: str, value: str) -> ArrowFrame:
@@ -108,9 +110,34 @@ class ArrowFrame:
         )
 
 
-def _taken(table: pa.Table, key: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """The table's rows in key order, gathered a chunk at a time (no sorted copy is held)."""
-    order = pc.sort_indices(table, sort_keys=[(column, "ascending") for column in key])
+@dataclass(frozen=True)
+class SortedRows:
+    """A frame's rows sorted by its key."""
+
+    # The key's columns, sorted.
+    key: pa.Table
+    # A pass over every column in that order, gathered a chunk at a time, so that no sorted
+    # copy of the frame is held.
+    batches: Callable[[], Iterable[pa.RecordBatch]]
+
+
+def sorted_rows(
+    key: pa.Table, rows_at: Callable[[np.ndarray], Iterable[pa.RecordBatch]]
+) -> SortedRows:
+    """A frame's rows in the order of ``key`` (its key's columns), given ``rows_at``: the
+    frame's rows at some positions, a chunk at a time. The sort need not be stable: a key in
+    two rows is refused, or the rows go in their own order (see plan.py)."""
+    if key.num_columns == 1 and not key.column(0).null_count:
+        # numpy's unstable sort of one column is about 4x faster than Arrow's stable one.
+        order = np.argsort(key.column(0).to_numpy(), kind="quicksort")
+    else:
+        order = pc.sort_indices(key, sort_keys=[(c, "ascending") for c in key.column_names])
+        order = order.to_numpy()
+    return SortedRows(key=key.take(order), batches=lambda: rows_at(order))
+
+
+def _taken(table: pa.Table, order: np.ndarray) -> Iterator[pa.RecordBatch]:
+    """The table's rows at ``order``'s positions, gathered a chunk at a time."""
     for start in range(0, table.num_rows, ROWS_PER_CHUNK):
         yield from table.take(order[start : start + ROWS_PER_CHUNK]).to_batches()
 
@@ -148,9 +175,17 @@ class PreparedFrame:
     key: tuple[str, ...] = ()
     # The rows are already in the order of a one-column key.
     in_key_order: bool = False
-    # The rows can be sent in key order, sorted on the client, and Arrow orders the key's
-    # values as PostgreSQL does (integers, dates, timestamps).
-    sortable: bool = False
+    # The rows sorted on the client, when Arrow orders the key's values as PostgreSQL does
+    # (integers, dates, timestamps): they can be sent in key order.
+    sorted_rows: SortedRows | None = None
+    # Whether a key value is in more than one row, its values compared as they are sent
+    # (None: not known before the rows are copied).
+    key_repeats: bool | None = None
+
+    @property
+    def sortable(self) -> bool:
+        """Whether the rows can be sent in key order."""
+        return self.sorted_rows is not None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -175,12 +210,8 @@ class PreparedFrame:
         the rows sorted by the key (a frame that is ``sortable``)."""
         schema = self._copy_schema(numbered)
         start = 0
-        source = self.source
-        rows = (
-            source.sorted_by(self.key)
-            if in_key_order and source.sorted_by is not None
-            else source.batches()
-        )
+        sorted_rows = self.sorted_rows if in_key_order else None
+        rows = self.source.batches() if sorted_rows is None else sorted_rows.batches()
         for batch in rows:
             self._check_chunk(batch, start)
             for offset in range(0, batch.num_rows, rows_per_chunk):
@@ -332,6 +363,8 @@ def prepare_frame(
         f.name for f in frame.schema if pa.types.is_null(f.type) or frame.rows == 0
     )
     key = plan.conflict_target
+    sortable = key and all(_sorts_as_postgres(frame.schema.field(c).type) for c in key)
+    sorted_rows = frame.sorted_by(key) if sortable and frame.sorted_by is not None else None
     return PreparedFrame(
         source=frame,
         schema=schema,
@@ -344,10 +377,23 @@ def prepare_frame(
         },
         key=key,
         in_key_order=len(key) == 1 and frame.ascending is not None and frame.ascending(key[0]),
-        sortable=bool(key)
-        and frame.sorted_by is not None
-        and all(_sorts_as_postgres(frame.schema.field(c).type) for c in key),
+        sorted_rows=sorted_rows,
+        key_repeats=None if sorted_rows is None else _repeats(sorted_rows.key, schema),
     )
+
+
+def _repeats(sorted_key: pa.Table, schema: pa.Schema) -> bool:
+    """Whether two neighbouring rows of a sorted key are equal, compared as they are sent
+    (nanoseconds rounded down to PostgreSQL's microseconds)."""
+    if sorted_key.num_rows < 2:
+        return False
+    equal: pa.Array | None = None
+    for name in sorted_key.column_names:
+        column = sorted_key.column(name).combine_chunks()
+        values = _encodable(column, schema.field(name))
+        same = pc.equal(values[1:], values[:-1])
+        equal = same if equal is None else pc.and_(equal, same)
+    return bool(pc.any(equal).as_py())
 
 
 def _check_names(

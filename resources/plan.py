@@ -50,8 +50,9 @@ from .types import Fit, fit
 
 # The first PostgreSQL whose MERGE has RETURNING, which counts inserted and updated rows.
 MERGE_RETURNING_SINCE = 17
-# Staged rows from which the stage is analyzed before the merge: without fresh statistics
-# the planner probes the target's index row by row for a large stage; with them it hashes.
+# Staged rows from which the stage's key is analyzed before the merge: without fresh
+# statistics the planner probes the target's index row by row for a large stage; with them
+# it hashes or merges. Only the key's statistics steer the join.
 ANALYZE_FROM_ROWS = 10_000
 # A table this small is probed for emptiness (an empty keyed table is filled with a plain
 # INSERT in key order); a larger one may hold only dead rows, which the probe would walk.
@@ -198,6 +199,9 @@ def plan_write(
         for c in frame.columns
         if fits.get(c) in (Fit.CAST, Fit.CHECKED) or c in checked or c in frame.wire_types
     )
+    # Keys the client found distinct are distinct in the table too when they are stored as
+    # sent; a cast (text to uuid, a timestamp to a date) may make two of them one.
+    unique_key = frame.key_repeats is False and not {c for c, *_ in casts} & set(key)
     # json has no equality operator: whether a row changed is asked of its jsonb.
     compare_as = tuple(
         (c, "jsonb")
@@ -207,7 +211,7 @@ def plan_write(
     # COPY ignores rules, and a cast or a new column needs the stage.
     direct_ok = not (partition or missing or casts or table.has_rules)
     direct_ok = direct_ok and all(f is Fit.EXACT for f in fits.values())
-    stage_columns = _stage_columns(frame, stored, options)
+    stage_columns = _stage_columns(frame, stored, options, unique_key)
     stage = stage_name(stage_columns)
     staged = _staged_steps(
         options,
@@ -222,14 +226,17 @@ def plan_write(
         nested,
         children,
         diagnose_casts=bool(casts),
+        unique_key=unique_key,
     )
     # A replace straight into the table deletes first, in turn (its COPY so waits too); into
     # a table found empty as well: another writer may fill it meanwhile.
     first = (replace_lock(table.oid, ()), Delete(partitioned=False)) if replacing else ()
     if direct_ok and not key:
         return replace(planned, steps=(*first, CopyFrame("target"), *claims))
-    if direct_ok and keyed_merge and empty and (frame.in_key_order or frame.sortable):
-        # The key's index refuses a repeated key; the staged path then resolves or names it.
+    in_order = frame.in_key_order or frame.sortable
+    if direct_ok and keyed_merge and empty and in_order and not frame.key_repeats:
+        # The key's index refuses a repeated key (one the client did not find: a text key);
+        # the staged path then resolves or names it.
         copy = CopyFrame("target", in_key_order=not frame.in_key_order)
         staged = (*first, Attempt((copy,), ("unique_violation",), staged))
     return replace(
@@ -238,7 +245,7 @@ def plan_write(
         stage=stage,
         casts=casts,
         compare_as=compare_as,
-        numbered=_numbered(options),
+        numbered=_numbered(options, unique_key),
     )
 
 
@@ -261,16 +268,23 @@ def _staged_steps(
     children: tuple[native.ChildTable, ...],
     *,
     diagnose_casts: bool,
+    unique_key: bool,
 ) -> tuple[Step, ...]:
     key = options.conflict_target
     keyed_merge = bool(key) and options.write_mode != "append"
-    numbered = _numbered(options)
+    numbered = _numbered(options, unique_key)
     exists = stage in catalog.stages
     kept = [s for s in catalog.stages if s != stage]
     evict = tuple(kept[: max(0, len(kept) - MAX_STAGES + 1)]) if not exists else ()
     steps: list[Step] = [
         PrepareStage(stage, stage_columns, create=not exists, clear=nested, evict=evict),
-        CopyFrame("stage", numbered=numbered, analyze=_worth_analyzing(frame.rows)),
+        CopyFrame(
+            "stage",
+            numbered=numbered,
+            analyze=bool(key) and _worth_analyzing(frame.rows),
+            # A numbered stage keeps the frame's order, which says which copy of a key is first.
+            in_key_order=frame.sortable and not frame.in_key_order and not numbered,
+        ),
     ]
     if numbered:
         steps.append(KeepOnePerKey(keep_last=options.duplicates == "keep_last"))
@@ -296,7 +310,7 @@ def _staged_steps(
         # probes every other partition.
         if keyed_merge and not set(columns) <= set(key):
             steps.append(CheckKeysInPartition())
-    if key and not keyed_merge and options.duplicates == "error":
+    if key and not keyed_merge and options.duplicates == "error" and not unique_key:
         # A keyed append may have no unique index to refuse a repeated key.
         steps.append(RefuseRepeatedKeys())
     if children:
@@ -317,8 +331,8 @@ def _staged_steps(
     if not keyed_merge:
         steps.append(Insert(diagnose_casts=diagnose_casts))
         return tuple(steps)
-    merge = _merge_steps(options, catalog, frame, diagnose_casts)
-    if empty:
+    merge = _merge_steps(options, catalog, frame, diagnose_casts, unique_key)
+    if empty and not frame.key_repeats:
         # A plain INSERT in key order grows the key's B-tree at its right edge, about twice
         # as fast as a merge; a collision (a repeated key, another writer's row) falls back.
         insert = Insert(in_key_order=True, diagnose_casts=diagnose_casts)
@@ -329,13 +343,17 @@ def _staged_steps(
 
 
 def _merge_steps(
-    options: WritePlan, catalog: Catalog, frame: PreparedFrame, diagnose_casts: bool
+    options: WritePlan,
+    catalog: Catalog,
+    frame: PreparedFrame,
+    diagnose_casts: bool,
+    unique_key: bool,
 ) -> tuple[Step, ...]:
     """MERGE where the server has MERGE ... RETURNING and the table no rules (which MERGE
     refuses); else INSERT ... ON CONFLICT, which also takes over when a MERGE meets a key
     another writer inserted meanwhile (it waits for that row, then resolves it) or a key
     staged twice (refused, naming it)."""
-    refuse = options.duplicates == "error"
+    refuse = options.duplicates == "error" and not unique_key
     updates = options.update_columns or tuple(
         c for c in frame.columns if c not in options.conflict_target
     )
@@ -361,7 +379,7 @@ def stage_name(columns: Sequence[tuple[str, str]]) -> str:
 
 
 def _stage_columns(
-    frame: PreparedFrame, stored: Mapping[str, Column], options: WritePlan
+    frame: PreparedFrame, stored: Mapping[str, Column], options: WritePlan, unique_key: bool
 ) -> tuple[tuple[str, str], ...]:
     # A column NULL in every row carries no type of its own: stage it as the table's type.
     columns = [
@@ -373,7 +391,7 @@ def _stage_columns(
         )
         for c in frame.types
     ]
-    if _numbered(options):
+    if _numbered(options, unique_key):
         columns.append((ROW_NUMBER_COLUMN, "bigint"))
     return tuple(columns)
 
@@ -383,9 +401,10 @@ def _staged_type(frame: PreparedFrame, column: str) -> str:
     return frame.wire_types.get(column, str(frame.types[column]))
 
 
-def _numbered(options: WritePlan) -> bool:
-    """Staged rows carry their position in the frame, to keep the first or last of a key."""
-    return bool(options.conflict_target) and options.duplicates != "error"
+def _numbered(options: WritePlan, unique_key: bool) -> bool:
+    """Staged rows carry their position in the frame, to keep the first or last of a key
+    (unless no key repeats)."""
+    return bool(options.conflict_target) and options.duplicates != "error" and not unique_key
 
 
 def _fits(frame: PreparedFrame, stored: Mapping[str, Column], name: str) -> dict[str, Fit]:

@@ -170,6 +170,11 @@ def delete_repeated_keys(
     )
 
 
+def analyze(stage: str, columns: Sequence[str]) -> str:
+    """Gather the planner's statistics of some of the stage's columns."""
+    return f"ANALYZE {quote_ident(stage)} ({column_list(columns)})"
+
+
 def key_match(key: Sequence[str], left: str, right: str) -> str:
     return " AND ".join(f"{left}.{quote_ident(c)} = {right}.{quote_ident(c)}" for c in key)
 

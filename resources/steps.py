@@ -54,7 +54,7 @@ class PrepareStage:
 @dataclass(frozen=True)
 class CopyFrame:
     """Binary COPY of the frame into ``table`` (the stage, or the target itself), with each
-    row's position in the frame when ``numbered``; ``analyze`` the stage afterwards."""
+    row's position in the frame when ``numbered``; ``analyze`` the stage's key afterwards."""
 
     into: Literal["stage", "target"]
     numbered: bool = False

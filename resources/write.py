@@ -193,9 +193,11 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
             if script:
                 await driver.execute(script)
         case steps.CopyFrame(into="stage"):
-            rows = await _copy(write, None, stage, numbered=step.numbered)
+            rows = await _copy(
+                write, None, stage, numbered=step.numbered, in_key_order=step.in_key_order
+            )
             if step.analyze:
-                await driver.execute(f"ANALYZE {sql.quote_ident(stage)}")
+                await driver.execute(sql.analyze(stage, write.options.conflict_target))
             return Counts(staged=rows)
         case steps.CopyFrame():
             rows = await _copy(write, write.schema, write.table, in_key_order=step.in_key_order)

@@ -41,6 +41,7 @@ from resources.steps import (
     CopyFrame,
     Delete,
     LockForReplace,
+    Merge,
     PrepareStage,
     RecordOwner,
     Steps,
@@ -60,6 +61,10 @@ COLUMNS = {
 
 def frame(**extra: list[Any]) -> pd.DataFrame:
     return pd.DataFrame({"id": [1, 2, 3], "region": ["a", "a", "a"], "v": [1.0, 2.0, 3.0], **extra})
+
+
+# frame() with a key in two rows.
+REPEATED = pd.DataFrame({"id": [1, 1, 3], "region": ["a", "a", "a"], "v": [1.0, 2.0, 3.0]})
 
 
 def catalog(
@@ -100,7 +105,7 @@ MATRIX = {
     ("upsert", "one", "missing"): (["CreateTable"], "unknown", None),
     ("upsert", "one", "empty"): (
         [
-            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]"
+            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),Attempt[Insert|Attempt[Merge(merge)|Merge(on_conflict)]]]"
         ],
         "inserted",
         None,
@@ -109,7 +114,7 @@ MATRIX = {
         [
             "PrepareStage",
             "CopyFrame(stage)",
-            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+            "Attempt[Merge(merge)|Merge(on_conflict)]",
         ],
         "count",
         None,
@@ -118,7 +123,7 @@ MATRIX = {
         [
             "PrepareStage",
             "CopyFrame(stage)",
-            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+            "Attempt[Merge(merge)|Merge(on_conflict)]",
         ],
         "unknown",
         None,
@@ -129,7 +134,7 @@ MATRIX = {
             "CopyFrame(stage)",
             "CheckRowsInPartition",
             "CheckKeysInPartition",
-            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+            "Attempt[Merge(merge)|Merge(on_conflict)]",
         ],
         "count",
         "count",
@@ -206,7 +211,7 @@ MATRIX = {
         [
             "LockForReplace",
             "Delete",
-            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),LockForReplace,Delete,Attempt[Insert|Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]]]",
+            "Attempt[CopyFrame(target)|PrepareStage,CopyFrame(stage),LockForReplace,Delete,Attempt[Insert|Attempt[Merge(merge)|Merge(on_conflict)]]]",
         ],
         "staged",
         None,
@@ -217,7 +222,7 @@ MATRIX = {
             "CopyFrame(stage)",
             "LockForReplace",
             "Delete",
-            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+            "Attempt[Merge(merge)|Merge(on_conflict)]",
         ],
         "staged",
         None,
@@ -228,7 +233,7 @@ MATRIX = {
             "CopyFrame(stage)",
             "LockForReplace",
             "Delete",
-            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+            "Attempt[Merge(merge)|Merge(on_conflict)]",
         ],
         "staged",
         None,
@@ -241,7 +246,7 @@ MATRIX = {
             "CheckKeysInPartition",
             "LockForReplace",
             "Delete",
-            "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]",
+            "Attempt[Merge(merge)|Merge(on_conflict)]",
         ],
         "count",
         "staged",
@@ -304,17 +309,17 @@ MATRIX = {
     ),
     ("append", "one", "missing"): (["CreateTable"], "unknown", None),
     ("append", "one", "empty"): (
-        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        ["PrepareStage", "CopyFrame(stage)", "Insert"],
         "inserted",
         None,
     ),
     ("append", "one", "filled"): (
-        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        ["PrepareStage", "CopyFrame(stage)", "Insert"],
         "count",
         None,
     ),
     ("append", "one", "large"): (
-        ["PrepareStage", "CopyFrame(stage)", "RefuseRepeatedKeys", "Insert"],
+        ["PrepareStage", "CopyFrame(stage)", "Insert"],
         "unknown",
         None,
     ),
@@ -323,7 +328,6 @@ MATRIX = {
             "PrepareStage",
             "CopyFrame(stage)",
             "CheckRowsInPartition",
-            "RefuseRepeatedKeys",
             "Insert",
         ],
         "count",
@@ -424,7 +428,9 @@ def test_merge_statement_by_server_version_and_rules(
     version: int, rules: bool, merge: bool
 ) -> None:
     steps = planned(
-        WritePlan.from_options(conflict_target="id"), catalog(version=version, rules=rules)
+        WritePlan.from_options(conflict_target="id"),
+        catalog(version=version, rules=rules),
+        REPEATED,
     )
     expected = (
         "Attempt[Merge(merge)|RefuseRepeatedKeys,Merge(on_conflict)]"
@@ -436,7 +442,7 @@ def test_merge_statement_by_server_version_and_rules(
 
 def test_keep_last_numbers_the_stage_and_resolves_before_the_checks() -> None:
     options = WritePlan.from_options(conflict_target="id", duplicates="keep_last")
-    steps = planned(options, catalog(), partition=PARTITION)
+    steps = planned(options, catalog(), REPEATED, partition=PARTITION)
     assert plan_summary(steps) == [
         "PrepareStage",
         "CopyFrame(stage)",
@@ -446,6 +452,44 @@ def test_keep_last_numbers_the_stage_and_resolves_before_the_checks() -> None:
         "Attempt[Merge(merge)|Merge(on_conflict)]",
     ]
     assert ("copy_upsert_row_number", "bigint") in steps.steps[0].columns  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("duplicates", ["error", "keep_first", "keep_last"])
+def test_a_key_found_distinct_on_the_client_needs_no_duplicate_handling(duplicates: str) -> None:
+    """No window in the MERGE, no pass that finds or resolves repeats, and a stage sent in
+    key order: the integer key of frame() is sorted on the client and found distinct."""
+    options = WritePlan.from_options(conflict_target="id", duplicates=duplicates)
+    steps = planned(options, catalog(), frame().iloc[::-1])
+    assert steps.steps[1] == CopyFrame("stage", in_key_order=True)
+    assert not steps.numbered
+    (attempt,) = steps.steps[2:]
+    assert isinstance(attempt, Attempt) and attempt.steps[0] == Merge(
+        "merge", "update", ("region", "v"), False, False
+    )
+    assert attempt.otherwise == (Merge("on_conflict", "update", ("region", "v"), False, False),)
+
+
+@pytest.mark.parametrize(
+    ("ids", "repeats"),
+    [
+        (["2024-01-01 00:00:00.000001", "2024-01-01 00:00:00.000002"], False),
+        # Nanoseconds are rounded down to PostgreSQL's microseconds: one key.
+        (["2024-01-01 00:00:00.000001001", "2024-01-01 00:00:00.000001002"], True),
+    ],
+)
+def test_keys_are_compared_as_they_are_sent(ids: list[str], repeats: bool) -> None:
+    options = WritePlan.from_options(conflict_target="at")
+    data = pd.DataFrame({"at": pd.to_datetime(ids, utc=True), "v": [1, 2]})
+    assert prepare_frame(to_arrow(data), options, ()).key_repeats is repeats
+
+
+def test_a_key_cast_on_the_server_is_checked_there() -> None:
+    """The server compares keys as the table's types: the client's finding counts only for
+    keys stored as they are sent (here bigint values go into an integer column)."""
+    options = WritePlan.from_options(conflict_target="id")
+    cat = catalog(columns={"id": Column("id", PgType("int4"), not_null=True)})
+    steps = planned(options, cat, pd.DataFrame({"id": [2, 1]}))
+    assert steps.casts and "RefuseRepeatedKeys" in plan_summary(steps)[-1]
 
 
 def test_a_new_column_is_added_after_the_checks_just_before_the_merge() -> None:

@@ -18,7 +18,14 @@ import pyarrow as pa
 
 from ..catalog import Column
 from ..errors import FrameError
-from ..frame import ROWS_PER_CHUNK, ArrowFrame, TextAs, refuse_repeated_names
+from ..frame import (
+    ROWS_PER_CHUNK,
+    ArrowFrame,
+    SortedRows,
+    TextAs,
+    refuse_repeated_names,
+    sorted_rows,
+)
 from ..types import read_type
 
 
@@ -59,9 +66,10 @@ class PandasHandler:
                     schema=schema,
                 )
 
-        def sorted_by(key: Sequence[str]) -> Iterator[pa.RecordBatch]:
-            keys = pd.DataFrame({name: series[name].array for name in key})
-            return batches(keys.sort_values(list(key), kind="stable").index.to_numpy())
+        def sorted_by(key: Sequence[str]) -> SortedRows:
+            fields = [schema.field(name) for name in key]
+            columns = {f.name: _column_to_arrow(series[f.name], f, None) for f in fields}
+            return sorted_rows(pa.table(columns), batches)
 
         return ArrowFrame(
             schema=schema,
