@@ -21,7 +21,7 @@ frame() of --rows rows (keys in random order), every case the fastest of --repea
   frame again (with its checks: no row rewritten or locked), half new and half changed in
   random order;
 - reads of the table whole as pandas (benchmarks.run.reads): read_table as load_input does
-  it, connectorx and ADBC, timed in turns.
+  it, connectorx and ADBC, timed in turns, the fastest of READ_REPEAT x --repeat runs.
 
 Every case's time per row ÷ L2's, and the issue's targets (holds / MISSED), per server; then
 one table of every target by server. Printed and written to
@@ -73,6 +73,9 @@ SERVERS = {"18": "embedded PostgreSQL 18", "15": "Debian's PostgreSQL 15"}
 CONFIGS: dict[str, dict[str, str]] = {"tuned": SERVER_SETTINGS, "defaults": {}}
 # The issue's scale; a run at any other is labelled as reduced.
 FULL_ROWS, FULL_REPEAT = 1_000_000, 3
+# The reads take half a second and vary by 2-3x between runs on these machines (0.34 to
+# 1.09 s for one reader at bdafc4b): each is run READ_REPEAT times per --repeat, in turns.
+READ_REPEAT = 3
 
 L1 = "L1: server COPY binary, random key order"
 L2 = "L2: server COPY binary, sorted by key"
@@ -227,6 +230,7 @@ async def measure(
     checks = await package_cases(bench, data)
     checks["loads_wrote_every_row"] = all(n == len(data) for n in load_info["rows_loaded"].values())
     await warm_readers(bench, data)
+    bench.repeat = repeat * READ_REPEAT
     read_info = await reads(bench, data)
     await bench.reset()
     seconds = time.perf_counter() - start
@@ -332,7 +336,10 @@ def main(rows: int, repeat: int, servers: list[str], configs: list[str]) -> None
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
     )
-    print(f"benchmarks.matrix: {rows:,} rows x 7 columns, best of {repeat} runs{reduced}")
+    print(
+        f"benchmarks.matrix: {rows:,} rows x 7 columns, best of {repeat} runs "
+        f"(reads: {repeat * READ_REPEAT}){reduced}"
+    )
     print(
         f"  {machine}; package at {code['commit']}"
         + (
@@ -364,6 +371,7 @@ def main(rows: int, repeat: int, servers: list[str], configs: list[str]) -> None
     payload = {
         "rows": rows,
         "best_of": repeat,
+        "reads_best_of": repeat * READ_REPEAT,
         "reduced": bool(reduced),
         "machine": machine,
         "python": platform.python_version(),
