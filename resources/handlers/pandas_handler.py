@@ -96,7 +96,8 @@ class PandasHandler:
             # Drop each Arrow column once converted, so the table and the frame never both
             # hold every column.
             table = table.drop_columns([name])
-        return pd.DataFrame(frame, index=pd.RangeIndex(table.num_rows))
+        # The columns are the frame's own: no copy of them into one block per dtype.
+        return pd.DataFrame(frame, index=pd.RangeIndex(table.num_rows), copy=False)
 
 
 # ---- write --------------------------------------------------------------------------------------
