@@ -40,7 +40,7 @@ ui: install
 ## Then benchmarks.partitions: a day's replace, upsert and read in 1,000 daily partitions of
 ## 10,000 rows against 10 (native and plain tables): partitions.json, output-partitions.txt.
 ## Then benchmarks.matrix: issue 16's cases ÷ the key-sorted COPY (L2) on PostgreSQL 18 and 15,
-## tuned and with defaults (1M rows, best of 3): matrix.json, output-matrix.txt.
+## tuned and with defaults (1M rows, best of 5): matrix.json, output-matrix.txt.
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	bash -o pipefail -c '$(BIN)/python -m benchmarks.run --rows 1000000 --stream-rows 10000000 --stream-chunk 100000 --stream-repeat 2 | tee benchmarks/results/output-1000000.txt'
