@@ -98,15 +98,27 @@ class ArrowFrame:
     def with_constant(self, name: str, value: str) -> ArrowFrame:
         """The frame with one more text column holding ``value`` in every row."""
 
-        def batches() -> Iterator[pa.RecordBatch]:
-            for batch in self.batches():
+        def appended(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
                 constant = pa.array([value], pa.large_string()).take(
                     np.zeros(batch.num_rows, dtype=np.int64)
                 )
                 yield batch.append_column(name, constant)
 
+        def sorted_by(
+            inner: Callable[[Sequence[str]], SortedRows],
+        ) -> Callable[[Sequence[str]], SortedRows]:
+            def rows_in_order(key: Sequence[str]) -> SortedRows:
+                rows = inner(key)
+                return replace(rows, batches=lambda: appended(rows.batches()))
+
+            return rows_in_order
+
         return replace(
-            self, schema=self.schema.append(pa.field(name, pa.large_string())), batches=batches
+            self,
+            schema=self.schema.append(pa.field(name, pa.large_string())),
+            batches=lambda: appended(self.batches()),
+            sorted_by=None if self.sorted_by is None else sorted_by(self.sorted_by),
         )
 
 

@@ -138,6 +138,35 @@ def test_an_op_output_named_like_an_asset_leaves_the_asset_alone(
     assert _values(db, "public.unrelated__make_orders__orders", "id") == [1]
 
 
+def test_a_keyed_op_output_in_random_order_keeps_its_run_id(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """An integer key is sorted on the client: the run id column goes along with the sorted
+    rows, into the new table (straight in) and into the filled one (staged)."""
+
+    @op(out=Out(metadata={"conflict_target": "id"}))
+    def scores() -> pd.DataFrame:
+        return pd.DataFrame({"id": [3, 1, 2], "score": [0.3, 0.1, 0.2]})
+
+    @op
+    def total(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"total": [frame["score"].sum()], "rows": [len(frame)]})
+
+    @job(resource_defs=resources_for(postgres))
+    def scored() -> None:
+        total(scores())
+
+    table = "public.scored__scores__result"
+    for _ in range(2):
+        result = scored.execute_in_process()
+        assert result.success
+        rows = _values(db, table, "id", "score", "dagster_run_id")
+        assert rows == [(i, i / 10, result.run_id) for i in (1, 2, 3)]
+        # The downstream op read the rows of its own run.
+        (total_row,) = _values(db, "public.scored__total__result", "total", "rows")
+        assert total_row == (pytest.approx(0.6), 3)
+
+
 def test_dynamic_outputs_get_a_table_each(postgres: PostgresResource, db: Database) -> None:
     @op(out=DynamicOut())
     def regions() -> Iterator[DynamicOutput[pd.DataFrame]]:
