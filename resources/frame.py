@@ -126,9 +126,10 @@ class ArrowFrame:
 class SortedRows:
     """A frame's rows sorted by its key."""
 
-    # The key's columns, sorted.
+    # The key's columns, in the frame's order, and the positions of the rows in key order.
     key: pa.Table
-    # A pass over every column in that order, gathered a chunk at a time, so that no sorted
+    order: np.ndarray
+    # A pass over every column in key order, gathered a chunk at a time, so that no sorted
     # copy of the frame is held.
     batches: Callable[[], Iterable[pa.RecordBatch]]
 
@@ -145,7 +146,7 @@ def sorted_rows(
     else:
         order = pc.sort_indices(key, sort_keys=[(c, "ascending") for c in key.column_names])
         order = order.to_numpy()
-    return SortedRows(key=key.take(order), batches=lambda: rows_at(order))
+    return SortedRows(key=key, order=order, batches=lambda: rows_at(order))
 
 
 def _taken(table: pa.Table, order: np.ndarray) -> Iterator[pa.RecordBatch]:
@@ -390,22 +391,25 @@ def prepare_frame(
         key=key,
         in_key_order=len(key) == 1 and frame.ascending is not None and frame.ascending(key[0]),
         sorted_rows=sorted_rows,
-        key_repeats=None if sorted_rows is None else _repeats(sorted_rows.key, schema),
+        key_repeats=None if sorted_rows is None else _repeats(sorted_rows, schema),
     )
 
 
-def _repeats(sorted_key: pa.Table, schema: pa.Schema) -> bool:
-    """Whether two neighbouring rows of a sorted key are equal, compared as they are sent
-    (nanoseconds rounded down to PostgreSQL's microseconds)."""
-    if sorted_key.num_rows < 2:
-        return False
-    equal: pa.Array | None = None
-    for name in sorted_key.column_names:
-        column = sorted_key.column(name).combine_chunks()
-        values = _encodable(column, schema.field(name))
-        same = pc.equal(values[1:], values[:-1])
-        equal = same if equal is None else pc.and_(equal, same)
-    return bool(pc.any(equal).as_py())
+def _repeats(rows: SortedRows, schema: pa.Schema) -> bool:
+    """Whether two neighbouring rows in key order have equal keys, compared as they are sent
+    (nanoseconds rounded down to PostgreSQL's microseconds); a chunk at a time, so that no
+    sorted copy of the key is held."""
+    for start in range(1, len(rows.order), ROWS_PER_CHUNK):
+        # Each chunk starts with the row before it: every neighbour is compared once.
+        chunk = rows.key.take(rows.order[start - 1 : start + ROWS_PER_CHUNK])
+        equal: pa.Array | None = None
+        for name in chunk.column_names:
+            values = _encodable(chunk.column(name).combine_chunks(), schema.field(name))
+            same = pc.equal(values[1:], values[:-1])
+            equal = same if equal is None else pc.and_(equal, same)
+        if pc.any(equal).as_py():
+            return True
+    return False
 
 
 def _check_names(

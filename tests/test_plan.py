@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,7 +23,7 @@ from resources.claims import (
     replace_lock,
 )
 from resources.errors import TableMismatchError, TableOwnerError, WritePlanError
-from resources.frame import prepare_frame
+from resources.frame import ROWS_PER_CHUNK, prepare_frame
 from resources.handlers import to_arrow
 from resources.options import KeySlice, PartitionSlice, TimeWindowSlice, WritePlan
 from resources.plan import (
@@ -481,6 +482,19 @@ def test_keys_are_compared_as_they_are_sent(ids: list[str], repeats: bool) -> No
     options = WritePlan.from_options(conflict_target="at")
     data = pd.DataFrame({"at": pd.to_datetime(ids, utc=True), "v": [1, 2]})
     assert prepare_frame(to_arrow(data), options, ()).key_repeats is repeats
+
+
+@pytest.mark.parametrize("position", ["first", "chunk_edge", "last", "none"])
+def test_a_repeated_key_is_found_wherever_it_lies_in_key_order(position: str) -> None:
+    """Neighbours in key order are compared a chunk at a time, across the chunks' edges."""
+    rows = 2 * ROWS_PER_CHUNK
+    ids = np.arange(rows)
+    at = {"first": 1, "chunk_edge": ROWS_PER_CHUNK, "last": rows - 1, "none": None}[position]
+    if at is not None:
+        ids[at] = ids[at - 1]
+    data = pd.DataFrame({"id": np.random.default_rng(1).permutation(ids)})
+    options = WritePlan.from_options(conflict_target="id")
+    assert prepare_frame(to_arrow(data), options, ()).key_repeats is (at is not None)
 
 
 def test_a_key_cast_on_the_server_is_checked_there() -> None:
