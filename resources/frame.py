@@ -71,9 +71,8 @@ class ArrowFrame:
     # rows are read, as for a stream).
     ascending: Callable[[str], bool] | None = None
     null_count: Callable[[str], int] | None = None
-    # The rows in the order of the given columns (None: the rows cannot be ordered without
-    # reading them whole, as a stream's).
-    sorted_by: Callable[[Sequence[str]], SortedRows] | None = None
+    # The rows read in any order (None: a stream, read once from its start).
+    in_memory: InMemoryRows | None = None
 
     def __post_init__(self) -> None:
         if not self.replayable:
@@ -90,8 +89,9 @@ class ArrowFrame:
             text_as=text_as or {},
             ascending=lambda name: ascending(table.column(name)),
             null_count=lambda name: table.column(name).null_count,
-            sorted_by=lambda key: sorted_rows(
-                table.select(list(key)), lambda order: _taken(table, order)
+            in_memory=InMemoryRows(
+                columns=lambda names: table.select(list(names)),
+                rows_at=lambda order: _taken(table, order),
             ),
         )
 
@@ -105,48 +105,83 @@ class ArrowFrame:
                 )
                 yield batch.append_column(name, constant)
 
-        def sorted_by(
-            inner: Callable[[Sequence[str]], SortedRows],
-        ) -> Callable[[Sequence[str]], SortedRows]:
-            def rows_in_order(key: Sequence[str]) -> SortedRows:
-                rows = inner(key)
-                return replace(rows, batches=lambda: appended(rows.batches()))
-
-            return rows_in_order
-
+        in_memory = self.in_memory
+        if in_memory is not None:
+            rows_at = in_memory.rows_at
+            in_memory = replace(in_memory, rows_at=lambda order: appended(rows_at(order)))
         return replace(
             self,
             schema=self.schema.append(pa.field(name, pa.large_string())),
             batches=lambda: appended(self.batches()),
-            sorted_by=None if self.sorted_by is None else sorted_by(self.sorted_by),
+            in_memory=in_memory,
         )
 
 
 @dataclass(frozen=True)
+class InMemoryRows:
+    """A handler's frame held in memory, which can be read in any order."""
+
+    # The named columns, whole.
+    columns: Callable[[Sequence[str]], pa.Table]
+    # The rows at some positions, gathered a chunk at a time.
+    rows_at: Callable[[np.ndarray], Iterable[pa.RecordBatch]]
+
+
+@dataclass(frozen=True)
 class SortedRows:
-    """A frame's rows sorted by its key."""
+    """A frame's rows in key order, found a chunk at a time."""
 
-    # The key's columns, in the frame's order, and the positions of the rows in key order.
+    # The key's columns as they are sent, in the frame's order.
     key: pa.Table
-    order: np.ndarray
-    # A pass over every column in key order, gathered a chunk at a time, so that no sorted
-    # copy of the frame is held.
-    batches: Callable[[], Iterable[pa.RecordBatch]]
+    # The rows' positions in key order, a chunk at a time (so that the positions of every
+    # row are not all held at once, where the key allows it).
+    positions: Callable[[], Iterable[np.ndarray]]
+    rows_at: Callable[[np.ndarray], Iterable[pa.RecordBatch]]
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """A pass over every column in key order: no sorted copy of the frame is held."""
+        for positions in self.positions():
+            yield from self.rows_at(positions)
 
 
-def sorted_rows(
-    key: pa.Table, rows_at: Callable[[np.ndarray], Iterable[pa.RecordBatch]]
-) -> SortedRows:
-    """A frame's rows in the order of ``key`` (its key's columns), given ``rows_at``: the
-    frame's rows at some positions, a chunk at a time. The sort need not be stable: a key in
-    two rows is refused, or the rows go in their own order (see plan.py)."""
-    if key.num_columns == 1 and not key.column(0).null_count:
-        # numpy's unstable sort of one column is about 4x faster than Arrow's stable one.
-        order = np.argsort(key.column(0).to_numpy(), kind="quicksort")
-    else:
-        order = pc.sort_indices(key, sort_keys=[(c, "ascending") for c in key.column_names])
-        order = order.to_numpy()
-    return SortedRows(key=key, order=order, batches=lambda: rows_at(order))
+def _sorted(rows: InMemoryRows, key: Sequence[str], schema: pa.Schema) -> SortedRows:
+    """The rows in the order of the key's values as they are sent (nanoseconds rounded down:
+    rows equal once rounded are neighbours, whatever columns follow). The sort need not be
+    stable: a key in two rows is refused, or the rows go in the frame's order (plan.py)."""
+    given = rows.columns(key)
+    sent = pa.table(
+        {name: _encodable(given.column(name).combine_chunks(), schema.field(name)) for name in key}
+    )
+    if len(key) == 1 and not sent.column(0).null_count:
+        return SortedRows(sent, _in_buckets(sent.column(0).to_numpy()), rows.rows_at)
+    order = pc.sort_indices(sent, sort_keys=[(c, "ascending") for c in key])
+    chunks = [
+        order[i : i + ROWS_PER_CHUNK].to_numpy() for i in range(0, len(order), ROWS_PER_CHUNK)
+    ]
+    return SortedRows(sent, lambda: chunks, rows.rows_at)
+
+
+def _in_buckets(values: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
+    """The positions of ``values`` in ascending order, a bucket of about ROWS_PER_CHUNK at a
+    time: each row is put in a bucket by its value's range (bounds from a sample), and each
+    bucket is sorted when its turn comes. Equal values share a bucket. Two bytes per row say
+    which bucket holds it, where all the positions would take eight."""
+    buckets = min(len(values) // ROWS_PER_CHUNK + 1, np.iinfo(np.uint16).max)
+    sample = np.sort(values[:: max(1, len(values) // (64 * buckets))])
+    bounds = sample[np.arange(1, buckets) * len(sample) // buckets]
+    bucket_of = np.empty(len(values), np.uint16)
+    for start in range(0, len(values), ROWS_PER_CHUNK):
+        piece = values[start : start + ROWS_PER_CHUNK]
+        bucket_of[start : start + ROWS_PER_CHUNK] = np.searchsorted(bounds, piece, side="right")
+
+    def positions() -> Iterator[np.ndarray]:
+        for bucket in range(buckets):
+            members = np.flatnonzero(bucket_of == bucket)
+            if len(members):
+                # numpy's unstable sort is about 4x faster than Arrow's stable one.
+                yield members[np.argsort(values[members], kind="quicksort")]
+
+    return positions
 
 
 def _taken(table: pa.Table, order: np.ndarray) -> Iterator[pa.RecordBatch]:
@@ -377,7 +412,8 @@ def prepare_frame(
     )
     key = plan.conflict_target
     sortable = key and all(_sorts_as_postgres(frame.schema.field(c).type) for c in key)
-    sorted_rows = frame.sorted_by(key) if sortable and frame.sorted_by is not None else None
+    in_memory = frame.in_memory if sortable else None
+    sorted_rows = None if in_memory is None else _sorted(in_memory, key, schema)
     return PreparedFrame(
         source=frame,
         schema=schema,
@@ -391,23 +427,25 @@ def prepare_frame(
         key=key,
         in_key_order=len(key) == 1 and frame.ascending is not None and frame.ascending(key[0]),
         sorted_rows=sorted_rows,
-        key_repeats=None if sorted_rows is None else _repeats(sorted_rows, schema),
+        key_repeats=None if sorted_rows is None else _repeats(sorted_rows),
     )
 
 
-def _repeats(rows: SortedRows, schema: pa.Schema) -> bool:
+def _repeats(rows: SortedRows) -> bool:
     """Whether two neighbouring rows in key order have equal keys, compared as they are sent
     (nanoseconds rounded down to PostgreSQL's microseconds); a chunk at a time, so that no
     sorted copy of the key is held."""
-    for start in range(1, len(rows.order), ROWS_PER_CHUNK):
-        # Each chunk starts with the row before it: every neighbour is compared once.
-        chunk = rows.key.take(rows.order[start - 1 : start + ROWS_PER_CHUNK])
+    before: np.ndarray | None = None  # the last row of the chunk before
+    for positions in rows.positions():
+        taken = positions if before is None else np.concatenate([before, positions])
+        chunk = rows.key.take(taken)
+        before = positions[-1:]
         equal: pa.Array | None = None
         for name in chunk.column_names:
-            values = _encodable(chunk.column(name).combine_chunks(), schema.field(name))
+            values = chunk.column(name)
             same = pc.equal(values[1:], values[:-1])
             equal = same if equal is None else pc.and_(equal, same)
-        if pc.any(equal).as_py():
+        if equal is not None and pc.any(equal).as_py():
             return True
     return False
 
@@ -519,7 +557,9 @@ def _floored(array: pa.Array) -> pa.Array:
         kind = pa.LargeListArray if pa.types.is_large_list(array.type) else pa.ListArray
         return kind.from_arrays(array.offsets, values, mask=array.is_null())
     if pa.types.is_timestamp(array.type) and array.type.unit == "ns":
-        return pc.floor_temporal(array, unit="microsecond")
+        # Rounded in UTC: a zone's own clock repeats an hour when summer time ends.
+        utc = array.cast(pa.timestamp("ns"))
+        return pc.floor_temporal(utc, unit="microsecond").cast(array.type)
     return array
 
 

@@ -169,6 +169,57 @@ def test_repeated_keys_under_error_are_refused_on_a_stored_table(
     assert db.snapshot('public."pairs"') == before
 
 
+@pytest.mark.parametrize("policy", ["error", "keep_first", "keep_last"])
+@pytest.mark.parametrize("write_mode", ["upsert", "append"])
+def test_keys_equal_once_rounded_to_microseconds_are_one_key(
+    postgres: PostgresResource, db: Database, policy: str, write_mode: str
+) -> None:
+    """Three nanosecond timestamps in one microsecond: rows 0 and 2 are one key as stored,
+    with another row between them in nanosecond order. The client sorts the values as they
+    are sent, so it finds the repeat, and the server's duplicate handling runs."""
+    db.execute("CREATE TABLE public.rounded (ts timestamp, b bigint, v text)")
+    if write_mode == "upsert":
+        db.execute("ALTER TABLE public.rounded ADD PRIMARY KEY (ts, b)")
+    at = pd.Timestamp("2024-01-01")
+    frame = pd.DataFrame(
+        {
+            "ts": [at + pd.Timedelta(nanoseconds=n) for n in (1000, 1001, 1002)],
+            "b": [2, 1, 2],
+            "v": ["first", "second", "third"],
+        }
+    )
+    plan = WritePlan.from_options(
+        conflict_target=["ts", "b"], duplicates=policy, write_mode=write_mode
+    )
+
+    def write() -> object:
+        return postgres.run(
+            lambda conn: copy_upsert(conn, frame, schema="public", table="rounded", plan=plan)
+        )
+
+    if policy == "error":
+        with pytest.raises(FrameError, match=r"on \['ts', 'b'\] appear more than once"):
+            write()
+        assert db.rows("public.rounded", "b") == []
+        return
+    write()
+    kept = "first" if policy == "keep_first" else "third"
+    assert [(r["b"], r["v"]) for r in db.rows("public.rounded", "b")] == [(1, "second"), (2, kept)]
+
+
+def test_a_zoned_timestamp_in_the_repeated_hour_is_rounded_in_utc(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """Nanoseconds are rounded down in UTC: in Berlin's own clock 02:30 happens twice on
+    2024-10-27, and rounding there failed as ambiguous."""
+    utc = pd.to_datetime(["2024-10-27 00:30:00.000000001Z", "2024-10-27 01:30:00.000001999Z"])
+    frame = pd.DataFrame({"at": utc.tz_convert("Europe/Berlin"), "v": [1, 2]})
+    plan = WritePlan.from_options(conflict_target="at")
+    postgres.run(lambda conn: copy_upsert(conn, frame, schema="public", table="berlin", plan=plan))
+    stored = [r["at"] for r in db.rows("public.berlin", "at")]
+    assert [pd.Timestamp(t) for t in stored] == list(utc.floor("us"))
+
+
 @pytest.mark.parametrize("on_conflict", ["update", "nothing"])
 @pytest.mark.parametrize(
     "copies",

@@ -18,14 +18,7 @@ import pyarrow as pa
 
 from ..catalog import Column
 from ..errors import FrameError
-from ..frame import (
-    ROWS_PER_CHUNK,
-    ArrowFrame,
-    SortedRows,
-    TextAs,
-    refuse_repeated_names,
-    sorted_rows,
-)
+from ..frame import ROWS_PER_CHUNK, ArrowFrame, InMemoryRows, TextAs, refuse_repeated_names
 from ..types import read_type
 
 
@@ -66,10 +59,9 @@ class PandasHandler:
                     schema=schema,
                 )
 
-        def sorted_by(key: Sequence[str]) -> SortedRows:
-            fields = [schema.field(name) for name in key]
-            columns = {f.name: _column_to_arrow(series[f.name], f, None) for f in fields}
-            return sorted_rows(pa.table(columns), batches)
+        def columns(names: Sequence[str]) -> pa.Table:
+            fields = [schema.field(name) for name in names]
+            return pa.table({f.name: _column_to_arrow(series[f.name], f, None) for f in fields})
 
         return ArrowFrame(
             schema=schema,
@@ -78,7 +70,7 @@ class PandasHandler:
             text_as=text_as,
             ascending=lambda name: bool(series[name].is_monotonic_increasing),
             null_count=lambda name: int(series[name].isna().sum()),
-            sorted_by=sorted_by,
+            in_memory=InMemoryRows(columns=columns, rows_at=batches),
         )
 
     def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> pd.DataFrame:
