@@ -28,6 +28,10 @@ ROWS_PER_CHUNK = 65_536
 # and "keep_last". A frame may not have a column of this name.
 ROW_NUMBER_COLUMN = "copy_upsert_row_number"
 
+# A one-column key is sorted on the client in at most this many buckets: each bucket is a
+# pass over the rows to find its own, and holds a sixteenth of the rows' positions at most.
+SORT_BUCKETS = 16
+
 # A text column a handler marks as another PostgreSQL type: JSON text is sent as jsonb;
 # numbers as text are cast to numeric on the server, so each value keeps its own digits
 # (Arrow's decimal gives a whole column one scale, at most 76 digits and no NaN).
@@ -162,14 +166,15 @@ def _sorted(rows: InMemoryRows, key: Sequence[str], schema: pa.Schema) -> Sorted
 
 
 def _in_buckets(values: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
-    """The positions of ``values`` in ascending order, a bucket of about ROWS_PER_CHUNK at a
-    time: each row is put in a bucket by its value's range (bounds from a sample), and each
-    bucket is sorted when its turn comes. Equal values share a bucket. Two bytes per row say
-    which bucket holds it, where all the positions would take eight."""
-    buckets = min(len(values) // ROWS_PER_CHUNK + 1, np.iinfo(np.uint16).max)
+    """The positions of ``values`` in ascending order, a bucket at a time: each row is put
+    in one of at most SORT_BUCKETS buckets by its value's range (bounds from a sample), and
+    each bucket is sorted when its turn comes. Equal values share a bucket. One byte per row
+    says which bucket holds it, and one bucket's positions are held at a time, where all the
+    positions would take eight bytes a row."""
+    buckets = min(len(values) // ROWS_PER_CHUNK + 1, SORT_BUCKETS)
     sample = np.sort(values[:: max(1, len(values) // (64 * buckets))])
     bounds = sample[np.arange(1, buckets) * len(sample) // buckets]
-    bucket_of = np.empty(len(values), np.uint16)
+    bucket_of = np.empty(len(values), np.uint8)
     for start in range(0, len(values), ROWS_PER_CHUNK):
         piece = values[start : start + ROWS_PER_CHUNK]
         bucket_of[start : start + ROWS_PER_CHUNK] = np.searchsorted(bounds, piece, side="right")

@@ -47,7 +47,8 @@ class PandasHandler:
         )
 
         def batches(order: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
-            total = len(frame)
+            """Every row, or the rows at ``order``'s positions, a chunk at a time."""
+            total = len(frame) if order is None else len(order)
             for start in range(0, total, ROWS_PER_CHUNK):
                 stop = min(start + ROWS_PER_CHUNK, total)
                 rows = slice(start, stop) if order is None else order[start:stop]
