@@ -154,7 +154,7 @@ def _sorted(rows: InMemoryRows, key: Sequence[str], schema: pa.Schema) -> Sorted
     stable: a key in two rows is refused, or the rows go in the frame's order (plan.py)."""
     given = rows.columns(key)
     sent = pa.table(
-        {name: _encodable(given.column(name).combine_chunks(), schema.field(name)) for name in key}
+        {name: _encodable(_whole(given.column(name)), schema.field(name)) for name in key}
     )
     if len(key) == 1 and not sent.column(0).null_count:
         return SortedRows(sent, _in_buckets(sent.column(0).to_numpy()), rows.rows_at)
@@ -195,12 +195,17 @@ def _taken(table: pa.Table, order: np.ndarray) -> Iterator[pa.RecordBatch]:
         yield from table.take(order[start : start + ROWS_PER_CHUNK]).to_batches()
 
 
+def _whole(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array: its only chunk as it is (combining copies even one)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def ascending(column: pa.ChunkedArray | pa.Array) -> bool:
     """Whether a column's values never decrease (a scan, no copy of the column)."""
     if len(column) < 2 or column.null_count:
         return len(column) < 2
     if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks > 1 else column.chunk(0)
+        column = _whole(column)
     try:
         return bool(pc.all(pc.greater_equal(column[1:], column[:-1])).as_py())
     except pa.ArrowNotImplementedError:  # a type without an order (bytes of a fixed size)
