@@ -4,7 +4,7 @@ The format (PostgreSQL's ``COPY`` page, "Binary Format"): a header; per row an i
 count and, per field, an int32 length (-1 for NULL) and the value in its type's binary form,
 big-endian; an int16 -1 at the end. Where a field starts depends on every length before it,
 so finding the fields is a walk that only compiled code does fast: numba compiles the two
-loops below (``nogil``, so pieces decode in worker threads). The walk also lays each
+loops below (``nogil``, so pieces decode in worker threads). The same walk lays each
 fixed-width column's values side by side; every conversion is then a numpy or Arrow
 operation on whole columns.
 """
@@ -169,17 +169,15 @@ class BinaryCopyDecoder:
             if size < at:
                 return _Piece(None, replace(rest, parts=parts, size=size, needed=at))
         buffer = data[at:]
-        rows, end, needed = _compiled().walk(buffer, len(self.columns))
+        rows, end, needed, fixed, fixed_at, lengths, starts = _compiled().decode(
+            buffer, self.widths, self.reverse
+        )
         left = buffer[end:].tobytes()
         if needed < 0 and left:
             raise RuntimeError("the COPY output goes on after its end marker")
         after = _Rest((left,) if left else (), len(left), max(needed - end, 0), True, needed < 0)
         if not rows:
             return _Piece(None, after)
-        # Laid out once the rows are counted: arrays as large as the rows, whatever the bytes.
-        fixed, fixed_at, lengths, starts = _compiled().lay_out(
-            buffer, rows, self.widths, self.reverse
-        )
         arrays = []
         for i, (name, column) in enumerate(self.columns.items()):
             width = self.widths[i]
@@ -273,10 +271,9 @@ def _shifted(values: np.ndarray, shift: int, infinite: Mapping[int, int]) -> np.
 
 @dataclass(frozen=True)
 class _Kernels:
-    walk: Callable[[np.ndarray, int], tuple[int, int, int]]
-    lay_out: Callable[
-        [np.ndarray, int, np.ndarray, np.ndarray],
-        tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    decode: Callable[
+        [np.ndarray, np.ndarray, np.ndarray],
+        tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ]
     gather_variable: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -289,7 +286,7 @@ def _compiled() -> _Kernels:
 
     register_jitable(_int32)  # callable from the compiled loops
     jit = numba.njit(nogil=True, cache=True)
-    return _Kernels(jit(_walk), jit(_lay_out), jit(_gather_variable))
+    return _Kernels(jit(_decode_rows), jit(_gather_variable))
 
 
 def _int32(buffer: np.ndarray, at: int) -> int:
@@ -303,72 +300,70 @@ def _int32(buffer: np.ndarray, at: int) -> int:
     return int(value - (1 << 32) if value >= 1 << 31 else value)
 
 
-def _walk(buffer: np.ndarray, columns: int) -> tuple[int, int, int]:
-    """The whole rows at the start of ``buffer``: how many, the bytes they span, and the
-    bytes needed to finish the next row as far as known (-1 when the end marker came)."""
+def _decode_rows(
+    buffer: np.ndarray, widths: np.ndarray, reverse: np.ndarray
+) -> tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The whole rows at the start of ``buffer``, in one pass: how many, the bytes they
+    span, and the bytes needed to finish the next row as far as known (-1 when the end
+    marker came); each fixed-width column's values side by side in ``fixed``, from
+    ``fixed_at[column]`` (bytes reversed where ``reverse`` says; zeros for NULL); each
+    field's length (-1: NULL); and where each value of any length starts. The arrays are
+    sized for the most rows the bytes could hold (every field NULL); only the pages the
+    rows fill are ever touched."""
     size = len(buffer)
+    columns = len(widths)
+    most = size // (2 + 4 * columns) + 1
+    fixed_at = np.zeros(columns, np.int64)
+    total = 0
+    for column in range(columns):
+        fixed_at[column] = total
+        total += most * max(widths[column], 0)
+    fixed = np.empty(total, np.uint8)
+    lengths = np.empty((columns, most), np.int32)
+    starts = np.empty((columns, most), np.int64)
     rows = 0
     at = 0
     while at + 2 <= size:
         count = (np.int64(buffer[at]) << 8) | np.int64(buffer[at + 1])
         if count == 0xFFFF:
-            return rows, at + 2, -1
+            return rows, at + 2, -1, fixed, fixed_at, lengths, starts
         if count != columns:
             raise RuntimeError("a COPY row has another number of fields than columns asked")
         field = at + 2
-        for _ in range(columns):
+        for column in range(columns):
             if field + 4 > size:
-                return rows, at, field + 4
+                return rows, at, field + 4, fixed, fixed_at, lengths, starts
             length = _int32(buffer, field)
             if length < -1:
                 raise RuntimeError("a COPY field has a negative length")
-            field += 4 + max(length, 0)
-            if field > size:
-                return rows, at, field
+            field += 4
+            if field + max(length, 0) > size:
+                return rows, at, field + max(length, 0), fixed, fixed_at, lengths, starts
+            lengths[column, rows] = length
+            width = widths[column]
+            out = fixed_at[column] + rows * width
+            if width < 0:
+                starts[column, rows] = field
+            elif length == -1:
+                fixed[out : out + width] = 0
+            elif length != width:
+                raise RuntimeError("a COPY value is not as wide as its column's type")
+            elif reverse[column] and width == 8:
+                # Whole eight bytes at a time, which the compiler turns into one byte swap.
+                value = np.uint64(0)
+                for byte in range(8):
+                    value = (value << np.uint64(8)) | np.uint64(buffer[field + byte])
+                for byte in range(8):
+                    fixed[out + byte] = np.uint8((value >> np.uint64(8 * byte)) & np.uint64(255))
+            elif reverse[column]:
+                for byte in range(width):
+                    fixed[out + byte] = buffer[field + width - 1 - byte]
+            else:
+                fixed[out : out + width] = buffer[field : field + width]
+            field += max(length, 0)
         rows += 1
         at = field
-    return rows, at, at + 2
-
-
-def _lay_out(
-    buffer: np.ndarray, rows: int, widths: np.ndarray, reverse: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The ``rows`` whole rows at the start of ``buffer`` (as :func:`_walk` found them):
-    each fixed-width column's values side by side in ``fixed``, from ``fixed_at[column]``
-    (bytes reversed where ``reverse`` says; zeros for NULL); each field's length (-1: NULL);
-    and where each value of any length starts."""
-    columns = len(widths)
-    fixed_at = np.zeros(columns, np.int64)
-    total = 0
-    for column in range(columns):
-        fixed_at[column] = total
-        total += rows * max(widths[column], 0)
-    fixed = np.zeros(total, np.uint8)
-    lengths = np.empty((columns, rows), np.int32)
-    starts = np.empty((columns, rows), np.int64)
-    at = 0
-    for row in range(rows):
-        field = at + 2
-        for column in range(columns):
-            length = _int32(buffer, field)
-            field += 4
-            lengths[column, row] = length
-            width = widths[column]
-            if width < 0:
-                starts[column, row] = field
-            elif length == width:
-                out = fixed_at[column] + row * width
-                if reverse[column]:
-                    for byte in range(width):
-                        fixed[out + byte] = buffer[field + width - 1 - byte]
-                else:
-                    for byte in range(width):
-                        fixed[out + byte] = buffer[field + byte]
-            elif length != -1:
-                raise RuntimeError("a COPY value is not as wide as its column's type")
-            field += max(length, 0)
-        at = field
-    return fixed, fixed_at, lengths, starts
+    return rows, at, at + 2, fixed, fixed_at, lengths, starts
 
 
 def _gather_variable(
@@ -381,9 +376,6 @@ def _gather_variable(
         offsets[row + 1] = offsets[row] + max(lengths[row], 0)
     data = np.empty(offsets[-1], np.uint8)
     for row in range(len(starts)):
-        length = lengths[row]
-        at = offsets[row]
-        start = starts[row]
-        for byte in range(length):
-            data[at + byte] = buffer[start + byte]
+        length = max(lengths[row], 0)
+        data[offsets[row] : offsets[row] + length] = buffer[starts[row] : starts[row] + length]
     return offsets, data
