@@ -902,10 +902,18 @@ def write_parquet(path: Path, rows: int, chunk: int) -> None:
             writer.close()
 
 
-# The streamed writes: what each kind of source is.
-STREAM_KINDS = {
+# The streamed writes: what each kind of source is, and where it goes (benchmarks.stream's
+# KIND and INTO).
+STREAM_SOURCES = {
     "generator": "a generator of pandas chunks",
     "lazyframe": "a polars LazyFrame (pl.scan_parquet)",
+}
+STREAM_INTO = {
+    "new": "into a table the write creates",
+    "empty": "into the empty keyed table",
+}
+STREAM_KINDS = {
+    f"{source}, {into} table": (source, into) for source in STREAM_SOURCES for into in STREAM_INTO
 }
 
 
@@ -913,10 +921,11 @@ def streamed(
     sizes: tuple[int, int], chunk: int, repeat: int, scratch: Path
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Fresh writes of ``sizes`` rows (chunked_frames' rows in ``chunk``-row chunks) streamed
-    into the empty keyed table, each in a subprocess of its own (benchmarks.stream): as a
-    generator of pandas chunks made as they are written, and as a polars LazyFrame scanning
-    a parquet file of the same rows (written here first, a row group per chunk). Peak
-    resident memory above the process's own before the write, and time."""
+    into a table the write creates and into the empty keyed table, each in a subprocess of
+    its own (benchmarks.stream): as a generator of pandas chunks made as they are written,
+    and as a polars LazyFrame scanning a parquet file of the same rows (written here first,
+    a row group per chunk). Peak resident memory above the process's own before the write,
+    and time."""
     files: dict[int, Path] = {}
     out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in STREAM_KINDS}
     try:
@@ -929,14 +938,16 @@ def streamed(
                 f"{time.perf_counter() - start:.1f} s)",
                 flush=True,
             )
-        for kind, what in STREAM_KINDS.items():
+        for kind, (source, into) in STREAM_KINDS.items():
+            what = f"{STREAM_SOURCES[source]} {STREAM_INTO[into]}"
             for n in sizes:
                 result = subprocess.run(
                     [
                         sys.executable,
                         "-m",
                         "benchmarks.stream",
-                        kind,
+                        source,
+                        into,
                         str(n),
                         str(chunk),
                         str(repeat),

@@ -1,7 +1,11 @@
-"""A fresh write streamed into the empty keyed bench table: peak resident memory above the
-process's own before the write, as the kernel counts it, and the write's time.
+"""A fresh write streamed into the bench table: peak resident memory above the process's own
+before the write, as the kernel counts it, and the write's time.
 
-    python -m benchmarks.stream KIND ROWS CHUNK REPEAT PARQUET   (the server: BENCH_DATABASE_URL)
+    python -m benchmarks.stream KIND INTO ROWS CHUNK REPEAT PARQUET
+    (the server: BENCH_DATABASE_URL)
+
+INTO is ``new`` (no table: the write creates it, as an asset's first materialization does) or
+``empty`` (the empty keyed table, created beforehand).
 
 KIND is ``generator`` (a generator of pandas chunks of CHUNK rows, each made as the write asks
 for it: benchmarks.run.chunked_frames) or ``lazyframe`` (``pl.scan_parquet(PARQUET)``, a
@@ -41,9 +45,12 @@ def _timed_chunks(rows: int, chunk: int, spent: list[float]) -> Iterator[pd.Data
         yield part
 
 
-def main(kind: str, rows: int, chunk: int, repeat: int, parquet: Path) -> None:
+def main(kind: str, into: str, rows: int, chunk: int, repeat: int, parquet: Path) -> None:
     if kind not in ("generator", "lazyframe"):
         raise SystemExit(f"KIND must be generator or lazyframe, not {kind!r}")
+    if into not in ("new", "empty"):
+        raise SystemExit(f"INTO must be new or empty, not {into!r}")
+    create = f"; {DDL}" if into == "empty" else ""
     import polars as pl  # before the baseline, as the package imports it for a LazyFrame
 
     postgres = PostgresResource(url=os.environ["BENCH_DATABASE_URL"])
@@ -63,7 +70,7 @@ def main(kind: str, rows: int, chunk: int, repeat: int, parquet: Path) -> None:
 
     async def reset(conn):  # type: ignore[no-untyped-def]
         raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute(f"DROP TABLE IF EXISTS {TABLE}; {DDL}; CHECKPOINT")
+        await raw.driver_connection.execute(f"DROP TABLE IF EXISTS {TABLE}{create}; CHECKPOINT")
 
     # One chunk's size in memory, then imports, the pool and the event loop thread, before
     # measuring.
@@ -97,6 +104,7 @@ def main(kind: str, rows: int, chunk: int, repeat: int, parquet: Path) -> None:
         json.dumps(
             {
                 "kind": kind,
+                "into": into,
                 "rows": rows,
                 "chunk_rows": chunk,
                 "chunk_mb": chunk_bytes / 2**20,
@@ -114,8 +122,9 @@ def main(kind: str, rows: int, chunk: int, repeat: int, parquet: Path) -> None:
 if __name__ == "__main__":
     main(
         sys.argv[1],
-        int(sys.argv[2]),
+        sys.argv[2],
         int(sys.argv[3]),
-        int(sys.argv[4]) if len(sys.argv) > 4 else 1,
-        Path(sys.argv[5]) if len(sys.argv) > 5 else Path("/nonexistent.parquet"),
+        int(sys.argv[4]),
+        int(sys.argv[5]) if len(sys.argv) > 5 else 1,
+        Path(sys.argv[6]) if len(sys.argv) > 6 else Path("/nonexistent.parquet"),
     )

@@ -78,14 +78,15 @@ async def check_keys_in_partition(write: Write) -> None:
         )
 
 
-async def refuse_repeated_keys(write: Write) -> None:
-    """Refuse a key staged more than once, naming one. Checked on the server: an index of
-    the keys held in the client would grow with the frame."""
+async def refuse_repeated_keys(write: Write, source: str | None = None) -> None:
+    """Refuse a key staged (or in ``source``) more than once, naming one. Checked on the
+    server: an index of the keys held in the client would grow with the frame."""
     key = write.options.conflict_target
-    example = await write.driver.fetchrow(sql.repeated_key(write.source, key))
+    source = write.source if source is None else source
+    example = await write.driver.fetchrow(sql.repeated_key(source, key))
     if example is None:
         return
-    keys, rows = await write.driver.fetchrow(sql.repeated_key_totals(write.source, key))
+    keys, rows = await write.driver.fetchrow(sql.repeated_key_totals(source, key))
     raise FrameError(
         f"{keys} conflict_target key(s) on {list(key)} appear more than once ({rows} rows), "
         f"e.g. {dict(example)}; drop the duplicates or set the metadata key 'duplicates' to "

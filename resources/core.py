@@ -152,11 +152,14 @@ async def _write(
 ) -> WriteResult:
     catalog = await read_catalog(driver, schema, table)
     settings = catalog.previous_settings
+    created = False
     while True:
         probe = catalog.table is not None and planner.needs_empty_probe(
             options, catalog.table, frame
         )
-        empty = probe and bool(await driver.fetchval(sql.is_empty(sql.qualified(schema, table))))
+        empty = created or (
+            probe and bool(await driver.fetchval(sql.is_empty(sql.qualified(schema, table))))
+        )
         steps = planner.plan_write(
             options,
             catalog,
@@ -167,9 +170,11 @@ async def _write(
             empty=empty,
             nested=nested,
             owner=owner,
+            created=created,
         )
         job = write.Write(driver, schema, table, frame, options, steps, progress)
         counts = await write.run(job, steps.steps)
+        created = counts.created
         if not steps.replan:
             break
         # The steps created the table: plan again with what the catalog now says (another

@@ -29,6 +29,7 @@ from .frame import ROW_NUMBER_COLUMN, PreparedFrame
 from .options import PartitionSlice, WritePlan
 from .steps import (
     AddColumns,
+    AddPrimaryKey,
     Attempt,
     CheckKeysInPartition,
     CheckLengths,
@@ -109,6 +110,23 @@ def table_to_create(
         create_schema=not catalog.schema_exists,
         partition_by=partition_by,
         index=index,
+        primary_key_after_rows=key_index_after_rows(options, frame, partition),
+    )
+
+
+def key_index_after_rows(
+    options: WritePlan, frame: PreparedFrame, partition: Sequence[PartitionSlice] = ()
+) -> bool:
+    """Whether a keyed table this write creates takes the rows first, straight from the
+    COPY, and its primary key after them: the key's index is then built from every row at
+    once (a sort of the keys alone), where rows inserted into it one by one, or sorted
+    whole first, cost more per row the larger the write. Only when nothing needs the stage
+    (a partition's checks, a column sent as another type) and no repeated key needs
+    resolving: the client found none, or a repeat is an error anyway."""
+    if not options.conflict_target or partition or frame.wire_types or frame.rows == 0:
+        return False
+    return frame.key_repeats is False or (
+        frame.key_repeats is None and options.duplicates == "error"
     )
 
 
@@ -131,13 +149,14 @@ def plan_write(
     empty: bool = False,
     nested: bool = False,
     owner: str | None = None,
+    created: bool = False,
 ) -> Steps:
     """The steps that write ``frame`` into ``schema.table_name``, which ``catalog``
     describes, as ``options`` say. ``empty``: the table is known to hold no row; ``nested``:
     the write runs inside a caller's transaction; ``owner``: the output writing it, checked
     against and recorded in the table's comment (see :mod:`resources.claims`). A missing
     table is created by the steps, and the write planned again once it exists
-    (``Steps.replan``).
+    (``Steps.replan``), with ``created`` True if this write created it.
 
     Raises:
         TableOwnerError: the table records another owner.
@@ -159,7 +178,10 @@ def plan_write(
     stored = table.columns
     key = options.conflict_target
     keyed_merge = bool(key) and options.write_mode != "append"
-    if keyed_merge:
+    # Created without its primary key by this write (key_index_after_rows): no one else
+    # sees the table until the commit.
+    key_index_later = created and bool(key) and frozenset(key) not in table.unique_keys
+    if keyed_merge and not key_index_later:
         _check_unique_key(table, key, name)
     missing = tuple(c for c in frame.columns if c not in stored)
     if missing and options.schema_evolution == "strict":
@@ -184,6 +206,8 @@ def plan_write(
         table_columns=table_columns,
     )
     replacing = options.write_mode == "replace"
+    if key_index_later:
+        return replace(planned, steps=(CopyFrame("target"), AddPrimaryKey(), *claims))
     if frame.rows == 0:
         # Upserting or appending no rows changes nothing; replacing with none empties the
         # table (or the partition), in turn with other replaces.

@@ -66,6 +66,10 @@ def create_table(
     return statement + _partition_by(partition_by)
 
 
+def add_primary_key(target: str, key: Sequence[str]) -> str:
+    return f"ALTER TABLE {target} ADD PRIMARY KEY ({column_list(key)})"
+
+
 def _partition_by(partition_by: tuple[str, str] | None) -> str:
     if partition_by is None:
         return ""

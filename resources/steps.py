@@ -27,6 +27,15 @@ class CreateTable:
     # An index on a partitioned asset's partition column(s), so that a partition's write
     # and read find its rows without a scan: (its name, its columns), or None.
     index: tuple[str, tuple[str, ...]] | None = None
+    # The primary key is added once the rows are in (AddPrimaryKey), when the table did not
+    # exist: its index is then built from every row at once, not grown a row at a time.
+    primary_key_after_rows: bool = False
+
+
+@dataclass(frozen=True)
+class AddPrimaryKey:
+    """Add the primary key on the conflict target to the table this write created and
+    filled; a key in two rows is refused, naming one."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,7 @@ class Attempt:
 
 Step = (
     CreateTable
+    | AddPrimaryKey
     | CreatePartitions
     | PrepareStage
     | CopyFrame

@@ -48,6 +48,8 @@ class Counts:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
+    # Whether a step created the table (in this write's transaction, so no one else sees it).
+    created: bool = False
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(
@@ -55,6 +57,7 @@ class Counts:
             self.inserted + other.inserted,
             self.updated + other.updated,
             self.deleted + other.deleted,
+            self.created or other.created,
         )
 
 
@@ -87,18 +90,34 @@ class Write:
         return sql.staged(self.planned.stage, columns, casts)
 
 
-async def _create_table(write: Write, step: steps.CreateTable) -> None:
-    """Create the schema if missing, then the table (and its partition index). Parallel
-    steps may create the same schema or tables in it at once; IF NOT EXISTS alone still
-    races in the catalog (a unique violation), so creators take turns."""
+async def _create_table(write: Write, step: steps.CreateTable) -> Counts:
+    """Create the schema if missing, then the table (and its partition index), unless
+    another writer created it first. Parallel steps may create the same schema or tables in
+    it at once; IF NOT EXISTS alone still races in the catalog (a unique violation), so
+    creators take turns."""
     await _take_turns(write.driver, _CREATE_LOCK.format(step.schema))
-    create = sql.create_table(write.target, step.columns, step.primary_key, step.partition_by)
+    if await write.driver.fetchval("SELECT to_regclass($1) IS NOT NULL", write.target):
+        return Counts()
+    key = () if step.primary_key_after_rows else step.primary_key
+    create = sql.create_table(write.target, step.columns, key, step.partition_by)
     if step.create_schema:
         create = f"CREATE SCHEMA IF NOT EXISTS {sql.quote_ident(step.schema)}; {create}"
     if step.index is not None:
         name, columns = step.index
         create += "; " + sql.create_index(name, write.target, columns)
     await write.driver.execute(create)
+    return Counts(created=True)
+
+
+async def _add_primary_key(write: Write) -> None:
+    """The key's index, built from the rows; a key in two rows is refused by name."""
+    key = write.options.conflict_target
+    try:
+        async with write.driver.transaction():
+            await write.driver.execute(sql.add_primary_key(write.target, key))
+    except asyncpg.UniqueViolationError:
+        await checks.refuse_repeated_keys(write, source=write.target)
+        raise
 
 
 async def _create_partitions(write: Write, step: steps.CreatePartitions) -> None:
@@ -183,7 +202,9 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
             except tuple(CONDITIONS[name] for name in step.unless):
                 return await run(write, step.otherwise, so_far)
         case steps.CreateTable():
-            await _create_table(write, step)
+            return await _create_table(write, step)
+        case steps.AddPrimaryKey():
+            await _add_primary_key(write)
         case steps.CreatePartitions():
             await _create_partitions(write, step)
         case steps.PrepareStage():

@@ -667,6 +667,51 @@ def test_a_missing_table_is_created_and_the_write_planned_again() -> None:
     assert steps.replan and plan_summary(steps) == ["CreateTable"]
 
 
+def _stream(data: pd.DataFrame) -> Any:
+    return iter([data.iloc[:2], data.iloc[2:]])
+
+
+@pytest.mark.parametrize(
+    ("data", "duplicates", "partition", "after_rows"),
+    [
+        pytest.param(frame(), "error", (), True, id="keys found distinct"),
+        pytest.param(frame(), "keep_last", (), True, id="distinct, whatever the policy"),
+        pytest.param(_stream(frame()), "error", (), True, id="stream, a repeat is an error"),
+        pytest.param(_stream(frame()), "keep_last", (), False, id="stream, a repeat resolved"),
+        pytest.param(REPEATED, "keep_first", (), False, id="a key repeated"),
+        pytest.param(frame(), "error", PARTITION, False, id="a partition, checked"),
+        pytest.param(frame(n=[1.5, 2.5, 3.5]).iloc[:0], "error", (), False, id="no rows"),
+    ],
+)
+def test_a_new_keyed_table_takes_its_rows_before_its_key_index(
+    data: Any, duplicates: str, partition: Sequence[PartitionSlice], after_rows: bool
+) -> None:
+    options = WritePlan.from_options(conflict_target="id", duplicates=duplicates)
+    prepared = prepare_frame(to_arrow(data), options, partition)
+    missing = replace(catalog(), table=None)
+    create = table_to_create(options, prepared, "shop", "orders", missing, partition)
+    assert create.primary_key == ("id",)
+    assert create.primary_key_after_rows is after_rows
+
+
+def test_decimals_sent_as_text_need_the_stage_so_the_key_index_comes_first() -> None:
+    options = WritePlan.from_options(conflict_target="id")
+    prepared = prepare_frame(to_arrow(frame(d=[decimal.Decimal("1.5")] * 3)), options)
+    create = table_to_create(options, prepared, "shop", "orders", replace(catalog(), table=None))
+    assert not create.primary_key_after_rows
+
+
+def test_the_table_this_write_created_is_copied_into_then_given_its_key() -> None:
+    options = WritePlan.from_options(conflict_target="id")
+    created = catalog(key=(), size=0)
+    steps = planned(options, created, created=True, empty=True)
+    assert plan_summary(steps) == ["CopyFrame(target)", "AddPrimaryKey"]
+    assert steps.row_count == "inserted" and not steps.replan
+    # The same table found without a key, but created by someone else, is refused.
+    with pytest.raises(TableMismatchError, match="no unique index"):
+        planned(options, created, empty=True)
+
+
 def test_a_new_decimal_column_is_cast_from_its_text() -> None:
     options = WritePlan.from_options(conflict_target="id")
     steps = planned(options, catalog(), frame(amount=[decimal.Decimal("1.5")] * 3))

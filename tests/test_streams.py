@@ -131,6 +131,53 @@ def test_duplicate_keys_across_chunks_follow_the_policy(
     assert db.snapshot(TABLE) == before
 
 
+def _key_constraint(db: Database) -> list[dict[str, Any]]:
+    return db.fetch(
+        "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint "
+        "WHERE conrelid = 'shop.products'::regclass AND contype = 'p'"
+    )
+
+
+@pytest.mark.parametrize("source", ["pandas-generator", "polars-lazy"])
+def test_a_first_write_gets_its_primary_key_after_the_rows(
+    source: str, postgres: PostgresResource, db: Database
+) -> None:
+    """The table a stream creates takes the rows first and its key index after them: the
+    key is the table's primary key all the same, and the next write upserts through it."""
+    state = {"range": (0, 150_000), "price": 1.0}
+    products = stream_asset(lambda: SOURCES[source](*state["range"], state["price"]), KEYED)
+    assert counts(written(run_assets([products], postgres))) == (150_000, 150_000, 0, 0, 0)
+    assert _key_constraint(db) == [{"conname": "products_pkey", "definition": "PRIMARY KEY (sku)"}]
+    state.update(range=(100_000, 160_000), price=2.0)
+    assert counts(written(run_assets([products], postgres))) == (60_000, 10_000, 50_000, 0, 0)
+    rows = db.fetch(f"SELECT count(*) AS n, sum(price) AS total FROM {TABLE}")[0]
+    assert (rows["n"], rows["total"]) == (160_000, 100_000 + 2.0 * 60_000)
+
+
+def _repeating_stream() -> Output[Any]:
+    return Output(
+        iter([*pandas_chunks(0, 100_000), pd.DataFrame({"sku": [99_999], "price": [5.0]})])
+    )
+
+
+@pytest.mark.parametrize(
+    "output",
+    [_repeating_stream, lambda: pd.DataFrame({"sku": ["a", "b", "a"], "price": [1.0, 2.0, 3.0]})],
+    ids=["stream", "text-key"],
+)
+def test_a_repeated_key_in_a_first_write_is_refused_and_leaves_no_table(
+    output: Callable[[], Any], postgres: PostgresResource, db: Database
+) -> None:
+    """A key in two rows, found only when the new table's key index is built, is refused by
+    name, and the table is not created."""
+    message = failure_message(
+        run_assets([stream_asset(output, KEYED)], postgres, raise_on_error=False)
+    )
+    assert "appear more than once" in message and "'sku'" in message, message
+    assert "Asset shop/products" in message and "keep_last" in message
+    assert db.fetch("SELECT to_regclass('shop.products') IS NULL AS gone")[0]["gone"]
+
+
 @pytest.mark.parametrize(
     ("bad_chunk", "expected"),
     [
