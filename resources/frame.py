@@ -270,17 +270,24 @@ class PreparedFrame:
         start = 0
         sorted_rows = self.sorted_rows if in_key_order else None
         rows = self.source.batches() if sorted_rows is None else sorted_rows.batches()
-        for batch in rows:
-            self._check_chunk(batch, start)
-            for offset in range(0, batch.num_rows, rows_per_chunk):
-                piece = batch.slice(offset, rows_per_chunk)
-                arrays = [
-                    _encodable(piece.column(i), target) for i, target in enumerate(self.schema)
-                ]
-                if numbered:
-                    arrays.append(pa.array(np.arange(start, start + piece.num_rows)))
-                start += piece.num_rows
-                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        try:
+            for batch in rows:
+                self._check_chunk(batch, start)
+                for offset in range(0, batch.num_rows, rows_per_chunk):
+                    piece = batch.slice(offset, rows_per_chunk)
+                    arrays = [
+                        _encodable(piece.column(i), target) for i, target in enumerate(self.schema)
+                    ]
+                    if numbered:
+                        arrays.append(pa.array(np.arange(start, start + piece.num_rows)))
+                    start += piece.num_rows
+                    yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        finally:
+            # However the pass ends: a failed write's traceback would keep the source's
+            # generator, and what it holds (a LazyFrame's running query), alive.
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
 
     def _check_chunk(self, batch: pa.RecordBatch, start: int) -> None:
         if batch.schema.names != self.source.schema.names:

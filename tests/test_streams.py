@@ -215,6 +215,46 @@ def test_a_bad_chunk_far_into_the_stream_changes_nothing(
     assert db.snapshot(TABLE) == before
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (
+            lambda lf: lf.with_columns(
+                sku=pl.when(pl.col("sku") == 130_000).then(None).otherwise(pl.col("sku"))
+            ),
+            "conflict_target column 'sku'",
+        ),
+        (
+            lambda lf: lf.with_columns(
+                price=pl.when(pl.col("sku") == 130_000)
+                .then(pl.lit("x"))
+                .otherwise(pl.col("price").cast(pl.String))
+                .cast(pl.Float64)
+            ),
+            "the LazyFrame's query failed (InvalidOperationError: conversion from `str` to `f64`",
+        ),
+    ],
+    ids=["null-key", "query-fails"],
+)
+def test_a_lazy_frame_failing_far_into_its_rows_changes_nothing_and_stops_the_query(
+    query: Callable[[pl.LazyFrame], pl.LazyFrame],
+    expected: str,
+    postgres: PostgresResource,
+    db: Database,
+) -> None:
+    """A LazyFrame runs on polars' engine in a thread of its own: a row the write refuses,
+    or an error in the query itself, 130,000 rows in, fails the write with the table as it
+    was, and the query's thread ends."""
+    assert run_assets([stream_asset(lambda: pandas_chunks(0, 1000), KEYED)], postgres).success
+    before = db.snapshot(TABLE)
+    lazy = query(pl.LazyFrame(_arrow(0, 200_000, price=5.0)))
+    result = run_assets([stream_asset(lambda: lazy, KEYED)], postgres, raise_on_error=False)
+    message = failure_message(result)
+    assert "Asset shop/products" in message and expected in message, message
+    assert db.snapshot(TABLE) == before
+    assert not [t for t in threading.enumerate() if t.name == "copy-upsert-polars-chunks"]
+
+
 def test_an_empty_generator_is_refused(postgres: PostgresResource) -> None:
     result = run_assets(
         [stream_asset(lambda: iter([]), metadata=KEYED)], postgres, raise_on_error=False
