@@ -275,10 +275,10 @@ def test_a_replace_from_a_lazy_frame_replaces_every_row(
 
 
 def test_a_polars_frame_without_the_extra_names_it() -> None:
-    """polars older than the extra's minimum (collect_batches removed, as before 1.34)."""
+    """polars older than the extra's minimum (sink_batches removed, as before 1.34)."""
     script = (
         "import polars as pl\n"
-        "del pl.LazyFrame.collect_batches\n"
+        "del pl.LazyFrame.sink_batches\n"
         "from resources.handlers import to_arrow\n"
         "from resources.errors import ConfigurationError\n"
         "try:\n"

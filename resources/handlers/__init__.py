@@ -29,7 +29,7 @@ __all__ = [
     "to_arrow",
 ]
 
-# polars' oldest release with LazyFrame.collect_batches, the streaming a LazyFrame write uses.
+# polars' oldest release with LazyFrame.sink_batches, the streaming a LazyFrame write uses.
 POLARS_EXTRA = "pip install 'dagster-copy-upsert[polars]' (polars>=1.34)"
 
 

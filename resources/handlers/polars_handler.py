@@ -17,7 +17,7 @@ from ..errors import FrameError
 from ..frame import ROWS_PER_CHUNK, ArrowFrame, TextAs
 from .arrow_handler import arrow_table
 
-if not hasattr(pl.LazyFrame, "collect_batches"):
+if not hasattr(pl.LazyFrame, "sink_batches"):
     raise ImportError(f"polars {pl.__version__} is older than 1.34")
 
 
