@@ -283,11 +283,7 @@ class PreparedFrame:
                     start += piece.num_rows
                     yield pa.RecordBatch.from_arrays(arrays, schema=schema)
         finally:
-            # However the pass ends: a failed write's traceback would keep the source's
-            # generator, and what it holds (a LazyFrame's running query), alive.
-            close = getattr(rows, "close", None)
-            if close is not None:
-                close()
+            close_source(rows)
 
     def _check_chunk(self, batch: pa.RecordBatch, start: int) -> None:
         if batch.schema.names != self.source.schema.names:
@@ -338,6 +334,15 @@ class PreparedFrame:
         for batch in batches:
             yield batch.num_rows, encoder.write_batch(batch)
         yield 0, encoder.finish()
+
+
+def close_source(rows: object) -> None:
+    """Close a pass over a frame's rows (a generator), however the pass ended: a failed
+    write's traceback would keep it, and what it holds (a running query, a user's
+    generator and its clean-up), alive."""
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
 
 
 def _sorts_as_postgres(arrow: pa.DataType) -> bool:

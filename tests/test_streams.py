@@ -236,15 +236,14 @@ def test_a_bad_chunk_far_into_the_stream_changes_nothing(
     ],
     ids=["null-key", "query-fails"],
 )
-def test_a_lazy_frame_failing_far_into_its_rows_changes_nothing_and_stops_the_query(
+def test_a_lazy_frame_failing_far_into_its_rows_changes_nothing(
     query: Callable[[pl.LazyFrame], pl.LazyFrame],
     expected: str,
     postgres: PostgresResource,
     db: Database,
 ) -> None:
-    """A LazyFrame runs on polars' engine in a thread of its own: a row the write refuses,
-    or an error in the query itself, 130,000 rows in, fails the write with the table as it
-    was, and the query's thread ends."""
+    """A row the write refuses, or an error in the LazyFrame's query itself, 130,000 rows
+    in, fails the write, naming what failed, with the table as it was."""
     assert run_assets([stream_asset(lambda: pandas_chunks(0, 1000), KEYED)], postgres).success
     before = db.snapshot(TABLE)
     lazy = query(pl.LazyFrame(_arrow(0, 200_000, price=5.0)))
@@ -252,7 +251,25 @@ def test_a_lazy_frame_failing_far_into_its_rows_changes_nothing_and_stops_the_qu
     message = failure_message(result)
     assert "Asset shop/products" in message and expected in message, message
     assert db.snapshot(TABLE) == before
-    assert not [t for t in threading.enumerate() if t.name == "copy-upsert-polars-chunks"]
+
+
+def test_a_failed_write_closes_its_source(postgres: PostgresResource, db: Database) -> None:
+    """However a write ends, its pass over the frame closes the source: a generator's own
+    clean-up runs at once, not whenever the failure's traceback is let go."""
+    closed = threading.Event()
+
+    def output() -> Iterator[pd.DataFrame]:
+        try:
+            yield from pandas_chunks(0, 120_000)
+            yield pd.DataFrame({"sku": [10**6], "cost": [1.0]})
+            yield from pandas_chunks(120_000, 240_000)
+        finally:
+            closed.set()
+
+    result = run_assets([stream_asset(output, KEYED)], postgres, raise_on_error=False)
+    assert "a chunk from row 120000 has columns" in failure_message(result)
+    assert closed.is_set()
+    assert db.fetch("SELECT to_regclass('shop.products') IS NULL AS gone")[0]["gone"]
 
 
 def test_an_empty_generator_is_refused(postgres: PostgresResource) -> None:
@@ -275,10 +292,10 @@ def test_a_replace_from_a_lazy_frame_replaces_every_row(
 
 
 def test_a_polars_frame_without_the_extra_names_it() -> None:
-    """polars older than the extra's minimum (sink_batches removed, as before 1.34)."""
+    """polars older than the extra's minimum (collect_batches removed, as before 1.34)."""
     script = (
         "import polars as pl\n"
-        "del pl.LazyFrame.sink_batches\n"
+        "del pl.LazyFrame.collect_batches\n"
         "from resources.handlers import to_arrow\n"
         "from resources.errors import ConfigurationError\n"
         "try:\n"

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ..catalog import Column
 from ..errors import ConfigurationError, FrameError
-from ..frame import ArrowFrame
+from ..frame import ArrowFrame, close_source
 from .arrow_handler import ArrowHandler, ArrowStreamHandler
 from .pandas_handler import PandasHandler
 
@@ -29,7 +29,7 @@ __all__ = [
     "to_arrow",
 ]
 
-# polars' oldest release with LazyFrame.sink_batches, the streaming a LazyFrame write uses.
+# polars' oldest release with LazyFrame.collect_batches, the streaming a LazyFrame write uses.
 POLARS_EXTRA = "pip install 'dagster-copy-upsert[polars]' (polars>=1.34)"
 
 
@@ -104,8 +104,11 @@ def chunked(chunks: Iterator[object]) -> ArrowFrame:
     head = to_arrow(first)
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for chunk in itertools.chain([head], (to_arrow(c) for c in chunks)):
-            yield from chunk.batches()
+        try:
+            for chunk in itertools.chain([head], (to_arrow(c) for c in chunks)):
+                yield from chunk.batches()
+        finally:
+            close_source(chunks)
 
     return ArrowFrame(
         schema=head.schema, batches=batches, rows=None, replayable=False, text_as=head.text_as

@@ -3,8 +3,6 @@ batches; a read's Arrow table as a polars DataFrame or LazyFrame, with no pandas
 
 from __future__ import annotations
 
-import queue
-import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -17,7 +15,7 @@ from ..errors import FrameError
 from ..frame import ROWS_PER_CHUNK, ArrowFrame, TextAs
 from .arrow_handler import arrow_table
 
-if not hasattr(pl.LazyFrame, "sink_batches"):
+if not hasattr(pl.LazyFrame, "collect_batches"):
     raise ImportError(f"polars {pl.__version__} is older than 1.34")
 
 
@@ -45,7 +43,17 @@ class PolarsHandler:
         first = _to_arrow(lazy.head(0).collect())
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for chunk in _chunks(lazy):
+            chunks = lazy.collect_batches(chunk_size=ROWS_PER_CHUNK)
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except Exception as exc:
+                    raise FrameError(
+                        f"the LazyFrame's query failed ({type(exc).__name__}: {exc}); nothing "
+                        "was written: fix the query (LazyFrame.collect() shows the same error)"
+                    ) from exc
+                if chunk is None:
+                    return
                 yield from _to_arrow(chunk).to_batches()
 
         return ArrowFrame(schema=first.schema, batches=batches, rows=None, text_as=text_as)
@@ -71,55 +79,6 @@ class LazyPolarsHandler(PolarsHandler):
     def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> Any:
         """The read as a LazyFrame over the DataFrame read."""
         return super().from_arrow(table, columns).lazy()
-
-
-# How often polars' thread, waiting to hand over a chunk, checks that the write still wants it.
-_WAIT_SECONDS = 0.2
-_END = object()
-
-
-def _chunks(lazy: pl.LazyFrame) -> Iterator[pl.DataFrame]:
-    """The LazyFrame's result a chunk at a time from polars' streaming engine
-    (``sink_batches``), run in a thread of its own: each chunk waits in a one-place queue
-    until the write takes it, so the query runs at most a chunk ahead of the COPY
-    (``collect_batches`` runs further ahead, and holds more the longer the query runs)."""
-    handed: queue.Queue[object] = queue.Queue(maxsize=1)
-    stopped = threading.Event()
-
-    def hand_over(item: object) -> bool:
-        """Whether the write stopped taking chunks (which stops the query)."""
-        while not stopped.is_set():
-            try:
-                handed.put(item, timeout=_WAIT_SECONDS)
-                return False
-            except queue.Full:
-                continue
-        return True
-
-    def run() -> None:
-        try:
-            lazy.sink_batches(hand_over, chunk_size=ROWS_PER_CHUNK)
-        except BaseException as exc:  # raised in the write's thread
-            hand_over(exc)
-        else:
-            hand_over(_END)
-
-    thread = threading.Thread(target=run, name="copy-upsert-polars-chunks", daemon=True)
-    thread.start()
-    try:
-        while (item := handed.get()) is not _END:
-            if isinstance(item, Exception):
-                raise FrameError(
-                    f"the LazyFrame's query failed ({type(item).__name__}: {item}); nothing was "
-                    "written: fix the query (LazyFrame.collect() shows the same error)"
-                ) from item
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, pl.DataFrame)
-            yield item
-    finally:
-        stopped.set()
-        thread.join()
 
 
 # polars dtypes without an Arrow type this package stores: to_arrow() gives Object columns
