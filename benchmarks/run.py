@@ -1148,20 +1148,8 @@ def report(
     ratios.update(library_ratios(by))
     ratios.update(streamed_ratios(streams))
     stream_rows = max(int(n) for by_size in streams.values() for n in by_size)
-    targets = {
-        name.format(rows=_size(rows), large=_size(large_rows), stream=_size(stream_rows)): bound
-        for name, bound in TARGETS.items()
-    }
-    width = max(len(name) for name in ratios) + 2
-    print(f"\n{'ratios':<{width + 2}}{'value':>9}  target")
-    for name, value in ratios.items():
-        target = targets.get(name)
-        verdict = ""
-        if target is not None:
-            bound, at_most = target
-            holds = value <= bound if at_most else value >= bound
-            verdict = f"{'<=' if at_most else '>='} {bound:<6} {'holds' if holds else 'MISSED'}"
-        print(f"  {name:<{width}}{value:>9.2f}  {verdict}")
+    targets = named_targets(rows, large_rows, stream_rows)
+    print_ratios(ratios, targets)
     print("checks", json.dumps(checks))
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
@@ -1230,6 +1218,28 @@ TARGETS: dict[str, tuple[float, bool]] = {
         }.items()
     },
 }
+
+
+def named_targets(rows: int, large_rows: int, stream_rows: int) -> dict[str, tuple[float, bool]]:
+    """TARGETS with the sizes in their names filled in."""
+    return {
+        name.format(rows=_size(rows), large=_size(large_rows), stream=_size(stream_rows)): bound
+        for name, bound in TARGETS.items()
+    }
+
+
+def print_ratios(ratios: dict[str, float], targets: dict[str, tuple[float, bool]]) -> None:
+    """Each ratio with its target, if it has one, and whether it holds."""
+    width = max(len(name) for name in ratios) + 2
+    print(f"\n{'ratios':<{width + 2}}{'value':>9}  target")
+    for name, value in ratios.items():
+        target = targets.get(name)
+        verdict = ""
+        if target is not None:
+            bound, at_most = target
+            holds = value <= bound if at_most else value >= bound
+            verdict = f"{'<=' if at_most else '>='} {bound:<6} {'holds' if holds else 'MISSED'}"
+        print(f"  {name:<{width}}{value:>9.2f}  {verdict}")
 
 
 def chart(results: list[Result], limit: Result, rows: int, version: str, machine: str) -> None:
