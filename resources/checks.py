@@ -88,9 +88,9 @@ async def refuse_repeated_keys(write: Write, source: str | None = None) -> None:
         return
     keys, rows = await write.driver.fetchrow(sql.repeated_key_totals(source, key))
     raise FrameError(
-        f"{keys} conflict_target key(s) on {list(key)} appear more than once ({rows} rows), "
-        f"e.g. {dict(example)}; drop the duplicates or set the metadata key 'duplicates' to "
-        "'keep_last' or 'keep_first'"
+        f"{keys} conflict_target key(s) on {list(key)} appear more than once ({rows} rows) in "
+        f"the frame for table {write.name}, e.g. {dict(example)}; drop the duplicates or set "
+        "the metadata key 'duplicates' to 'keep_last' or 'keep_first'"
     )
 
 

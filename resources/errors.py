@@ -25,6 +25,7 @@ driver's error, which so stays the ``__cause__``.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from collections.abc import Callable, Sequence
@@ -201,9 +202,18 @@ def _privilege(exc: BaseException, op: Operation) -> CopyUpsertError:
 
 
 def _bad_value(exc: BaseException, op: Operation) -> CopyUpsertError:
-    column = getattr(exc, "column_name", None)
+    # A COPY's refusal names its column only in the error's context ("COPY t, line 2,
+    # column j: ...").
+    copied = _COPY_CONTEXT.search(getattr(exc, "context", None) or "")
+    column = getattr(exc, "column_name", None) or (copied and copied.group(1))
     where = f"column {column!r}: " if column else ""
-    return TableMismatchError(f"{where}table {op.table} refused the frame's values: {exc}")
+    return TableMismatchError(
+        f"{where}table {op.table} refused the frame's values: {exc}; {op.nothing_done}: "
+        "convert the column in the frame, or alter the table"
+    )
+
+
+_COPY_CONTEXT = re.compile(r"^COPY .*?, line \d+, column (.+?)(?:: |$)", re.MULTILINE)
 
 
 def _check(exc: BaseException, op: Operation) -> CopyUpsertError:

@@ -20,7 +20,7 @@ from .options import WritePlan
 CONNECTION_CHECK_SECONDS = 0.5
 # How often a long COPY reports how far it got.
 PROGRESS_EVERY_SECONDS = 5.0
-# Lock keys of the creators of a schema's tables, and of a table's partitions.
+# Lock keys of the creators of a schema or a table (quoted), and of a table's partitions.
 _CREATE_LOCK = "dagster-copy-upsert:{}"
 _PARTITIONS_LOCK = "dagster-copy-upsert:partitions:{}"
 
@@ -92,10 +92,13 @@ class Write:
 
 async def _create_table(write: Write, step: steps.CreateTable) -> Counts:
     """Create the schema if missing, then the table (and its partition index), unless
-    another writer created it first. Parallel steps may create the same schema or tables in
-    it at once; IF NOT EXISTS alone still races in the catalog (a unique violation), so
-    creators take turns."""
-    await _take_turns(write.driver, _CREATE_LOCK.format(step.schema))
+    another writer created it first. Parallel steps may create the same schema or table at
+    once; IF NOT EXISTS alone still races in the catalog (a unique violation), so creators
+    of one schema, and of one table, take turns until they commit (creators of other tables
+    in an existing schema do not wait for each other)."""
+    if step.create_schema:
+        await _take_turns(write.driver, _CREATE_LOCK.format(sql.quote_ident(step.schema)))
+    await _take_turns(write.driver, _CREATE_LOCK.format(write.target))
     if await write.driver.fetchval("SELECT to_regclass($1) IS NOT NULL", write.target):
         return Counts()
     key = () if step.primary_key_after_rows else step.primary_key

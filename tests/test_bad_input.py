@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from resources import PostgresResource
@@ -172,6 +173,19 @@ CASES = [
         seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, "
         "price float8 CONSTRAINT price_positive CHECK (price >= 0), qty int8);"
         "INSERT INTO shop.products VALUES ('a', 1, 1)",
+    ),
+    Case(
+        "invalid-json-refused-by-the-copy",
+        lambda: pa.table(
+            {
+                "sku": ["a", "b", "c"],
+                "doc": pa.array(['{"ok": 1}', "{bad", "[]"], pa.json_(pa.string())),
+            }
+        ),
+        KEYED,
+        ["column 'doc'", "invalid input syntax for type json", "convert the column"],
+        seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, doc jsonb);"
+        "INSERT INTO shop.products VALUES ('z', '{}')",
     ),
     Case(
         "second-unique-constraint",

@@ -525,6 +525,46 @@ def test_unstorable_columns_are_refused_naming_them(
     assert db.snapshot("lib.t") == before
 
 
+def test_a_lazy_frame_that_cannot_be_planned_is_named(
+    postgres: PostgresResource, db: Database
+) -> None:
+    seed = frame_asset(
+        pd.DataFrame({"id": [7]}), key=("lib", "t"), metadata={"conflict_target": "id"}
+    )
+    assert run_assets([seed], postgres).success
+    before = db.snapshot("lib.t")
+    lazy = pl.LazyFrame({"id": [1, 2]}).select("id", "missing")
+    bad = frame_asset(lazy, key=("lib", "t"), metadata={"conflict_target": "id"})
+    message = failure_message(run_assets([bad], postgres, raise_on_error=False))
+    assert "Asset lib/t: the LazyFrame's query failed (ColumnNotFoundError" in message, message
+    assert db.snapshot("lib.t") == before
+
+
+@pytest.mark.parametrize("library", ["polars", "pyarrow"])
+def test_a_two_dimensional_array_read_into_polars_or_arrow_is_named(
+    library: str, postgres: PostgresResource, db: Database
+) -> None:
+    db.execute(
+        "CREATE SCHEMA lib; CREATE TABLE lib.grid (id int PRIMARY KEY, cells int[]);"
+        "INSERT INTO lib.grid VALUES (1, '{1,2}'), (2, '{{1,2},{3,4}}')"
+    )
+
+    @asset(name="as_polars", ins={"rows": AssetIn(key=AssetKey(["lib", "grid"]))})
+    def as_polars(rows: pl.DataFrame) -> None:
+        raise AssertionError("not reached")
+
+    @asset(name="as_arrow", ins={"rows": AssetIn(key=AssetKey(["lib", "grid"]))})
+    def as_arrow(rows: pa.Table) -> None:
+        raise AssertionError("not reached")
+
+    reader = as_polars if library == "polars" else as_arrow
+    upstream = frame_asset(pd.DataFrame(), key=("lib", "grid"))
+    result = run_assets([upstream, reader], postgres, selection=[reader.key], raise_on_error=False)
+    message = failure_message(result)
+    assert "table lib.grid" in message and "column 'cells'" in message, message
+    assert "more than one dimension" in message and "pandas reads it" in message
+
+
 def test_lists_of_zoned_nanosecond_timestamps(postgres: PostgresResource, db: Database) -> None:
     """Zoned timestamps in lists make timestamptz[], rounded down to the microsecond as a
     plain column is (-1,500 ns is 1969-12-31 23:59:59.999998)."""

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pytest
 from dagster import AssetIn, AssetKey, AssetsDefinition, Output, asset
 
-from resources import PostgresResource, read_table
+from resources import PostgresResource, WritePlan, copy_upsert, read_table
 from resources.errors import FrameError
 from resources.handlers import to_arrow
 
@@ -449,6 +449,29 @@ def test_a_reader_input_streams_into_the_steps_own_output(
     twice = db.fetch("SELECT count(*) AS n, sum(price) AS total FROM shop.doubled")
     assert twice == [{"n": 150_000, "total": 2 * sum(g / 2.0 for g in range(1, 150_001))}]
     assert lookups
+
+
+def test_a_generator_may_write_another_new_table_of_the_schema_mid_stream(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """Creators of different tables in an existing schema do not wait for each other: a
+    first write whose generator makes another table's first write, through the same
+    resource, finishes (it used to wait forever on the schema's creation lock)."""
+    db.execute("CREATE SCHEMA shop")
+
+    def output() -> Iterator[pd.DataFrame]:
+        yield from pandas_chunks(0, 100_000)
+        side = pd.DataFrame({"sku": [1, 2], "note": ["a", "b"]})
+        postgres.run(
+            lambda conn: copy_upsert(
+                conn, side, schema="shop", table="notes", plan=WritePlan.from_options("sku")
+            )
+        )
+        yield from pandas_chunks(100_000, 150_000)
+
+    result = _finishes(lambda: run_assets([stream_asset(output, KEYED)], postgres), 60.0)
+    assert counts(written(result)) == (150_000, 150_000, 0, 0, 0)
+    assert db.fetch("SELECT count(*) AS n FROM shop.notes") == [{"n": 2}]
 
 
 def test_chunks_may_hold_a_type_differently(postgres: PostgresResource, db: Database) -> None:

@@ -127,9 +127,15 @@ def _list_column(values: pa.ChunkedArray, column: Column) -> pa.ChunkedArray | N
     if element is None:
         return None
     arrow_type, convert = element
-    lists = [
-        None if text is None else [None if v is None else convert(v) for v in json.loads(text)]
-        for chunk in values.chunks
-        for text in chunk.to_pylist()
-    ]
+    try:
+        lists = [
+            None if text is None else [None if v is None else convert(v) for v in json.loads(text)]
+            for chunk in values.chunks
+            for text in chunk.to_pylist()
+        ]
+    except TypeError as exc:  # an element that is itself a list
+        raise ValueError(
+            f"it holds an array of more than one dimension ({exc}), which polars and Arrow "
+            "reads take as lists of one dimension only; pandas reads it as nested lists"
+        ) from exc
     return pa.chunked_array([pa.array(lists, type=pa.large_list(arrow_type))])

@@ -28,7 +28,10 @@ class PolarsHandler:
         """A DataFrame as its Arrow table (no copy for most types); a LazyFrame as batches
         of its streaming engine's result, run again if the write is retried. Struct
         columns are sent as JSON (jsonb)."""
-        schema = obj.collect_schema()
+        try:
+            schema = obj.collect_schema()
+        except pl.exceptions.PolarsError as exc:
+            raise _query_failed(exc) from exc
         _refuse_unstorable(schema)
         structs = [n for n, t in schema.items() if isinstance(t, pl.Struct)]
         text_as: dict[str, TextAs] = dict.fromkeys(structs, "jsonb")
@@ -48,10 +51,7 @@ class PolarsHandler:
                 try:
                     chunk = next(chunks, None)
                 except Exception as exc:
-                    raise FrameError(
-                        f"the LazyFrame's query failed ({type(exc).__name__}: {exc}); nothing "
-                        "was written: fix the query (LazyFrame.collect() shows the same error)"
-                    ) from exc
+                    raise _query_failed(exc) from exc
                 if chunk is None:
                     return
                 yield from _to_arrow(chunk).to_batches()
@@ -79,6 +79,13 @@ class LazyPolarsHandler(PolarsHandler):
     def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> Any:
         """The read as a LazyFrame over the DataFrame read."""
         return super().from_arrow(table, columns).lazy()
+
+
+def _query_failed(exc: Exception) -> FrameError:
+    return FrameError(
+        f"the LazyFrame's query failed ({type(exc).__name__}: {exc}); nothing was written: "
+        "fix the query (LazyFrame.collect() shows the same error)"
+    )
 
 
 # polars dtypes without an Arrow type this package stores: to_arrow() gives Object columns
