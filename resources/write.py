@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Any, assert_never
 
 import asyncpg
 
@@ -264,6 +264,8 @@ async def _run(write: Write, step: steps.Step, so_far: Counts) -> Counts:
                 else sql.delete_all(write.target, where)
             )
             params = planned.params if where else ()
+            if step.missing_only:
+                return Counts(deleted=await _without_nested_loops(driver, statement, params))
             return Counts(deleted=sql.affected(await driver.execute(statement, *params)))
         case steps.Insert() | steps.Merge():
             return await _merge(write, step, so_far)
@@ -402,6 +404,22 @@ async def _copy(
             await asyncio.wait({copying}, timeout=CONNECTION_CHECK_SECONDS)
         if copying.done() and not copying.cancelled():
             copying.exception()  # retrieved: the error that matters is raised above
+
+
+async def _without_nested_loops(
+    driver: asyncpg.Connection, statement: str, params: Sequence[Any]
+) -> int:
+    """Run the replace's anti-join with the stage (rows of the table the frame lacks)
+    without a nested loop: the table's statistics may predate a write just committed
+    (autovacuum analyzes later), and a nested loop planned for the few rows they promise
+    scans the unindexed stage once per row of the table."""
+    # The select list runs in order: the setting is read before it is switched off.
+    previous = await driver.fetchval(
+        "SELECT current_setting('enable_nestloop'), set_config('enable_nestloop', 'off', true)"
+    )
+    deleted = sql.affected(await driver.execute(statement, *params))
+    await driver.execute("SELECT set_config('enable_nestloop', $1, true)", previous)
+    return deleted
 
 
 async def _record_owner(write: Write, step: steps.RecordOwner) -> None:
