@@ -35,7 +35,8 @@ ui: install
 	mkdir -p $(DAGSTER_HOME)
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev
 
-## The full benchmark (1M rows, every case five times; streamed writes of 1M and 10M rows twice;
+## The full benchmark (1M rows, every case five times; streamed writes of 1M and 10M rows, into a
+## new table and into the empty one, twice;
 ## about 15 minutes): output in benchmarks/results/.
 ## Then benchmarks.partitions: a day's replace, upsert and read in 1,000 daily partitions of
 ## 10,000 rows against 10 (native and plain tables): partitions.json, output-partitions.txt.
