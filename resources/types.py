@@ -221,6 +221,8 @@ Decode = Literal[
     "uuid",
     "json",
     "json_decimal",  # JSON whose numbers are numerics -> Decimals
+    "json_float",  # JSON of floats, NaN and ±Infinity among them as strings -> floats
+    "json_real",  # the same, each rounded to the float32 that real stores
 ]
 
 
@@ -274,11 +276,17 @@ READ_TYPES: Mapping[str, ReadType] = {
 # Arrays travel as JSON and come back as Python lists.
 _ARRAY = ReadType(pa.large_string(), decode="json", select="to_json({})")
 _NUMERIC_ARRAY = ReadType(pa.large_string(), decode="json_decimal", select="to_json({})")
+# to_json writes a float's NaN and ±Infinity as the strings "NaN", "Infinity", "-Infinity".
+_ARRAYS = {
+    "numeric": _NUMERIC_ARRAY,
+    "float4": ReadType(pa.large_string(), decode="json_real", select="to_json({})"),
+    "float8": ReadType(pa.large_string(), decode="json_float", select="to_json({})"),
+}
 
 
 def read_type(column: PgType) -> ReadType:
     """How a column of this type is read. Types without a dtype of their own (text, varchar,
     char, enums, timetz, inet, cidr, macaddr, and anything not listed) come back as ``str``."""
     if column.array:
-        return _NUMERIC_ARRAY if column.name == "numeric" else _ARRAY
+        return _ARRAYS.get(column.name, _ARRAY)
     return READ_TYPES.get(column.name, _AS_TEXT)

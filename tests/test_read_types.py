@@ -282,12 +282,16 @@ def test_floats_keep_nan_infinities_and_every_digit(
         "current_database()); END $$"
     )
     db.execute(
-        "CREATE TABLE f (id int, r real, d double precision, day date, at timestamptz);"
-        "INSERT INTO f VALUES "
-        "(1, 'NaN', 'NaN', '2024-01-02', '2024-01-02 03:04:05.678901+00'), "
+        "CREATE TABLE f (id int, r real, d double precision, day date, at timestamptz, "
+        "ra real[], da double precision[]);"
+        "INSERT INTO f (id, r, d, day, at) VALUES "
         "(2, 'Infinity', 'Infinity', NULL, NULL), (3, '-Infinity', '-Infinity', NULL, NULL), "
         "(4, 1.17549435e-38, 2.2250738585072014e-308, NULL, NULL), "
-        "(5, 0.1, 0.30000000000000004, NULL, NULL)"
+        "(5, 0.1, 0.30000000000000004, NULL, NULL);"
+        "INSERT INTO f VALUES "
+        "(1, 'NaN', 'NaN', '2024-01-02', '2024-01-02 03:04:05.678901+00', "
+        "'{NaN,Infinity,-Infinity,NULL,2,1.17549435e-38}', "
+        "'{{NaN,-Infinity},{NULL,0.30000000000000004}}')"
     )
     read = postgres.run(lambda conn: read_table(conn, schema="public", table="f"))
     read = read.sort_values("id").reset_index(drop=True)
@@ -298,6 +302,12 @@ def test_floats_keep_nan_infinities_and_every_digit(
         == np.array([np.inf, -np.inf, 1.17549435e-38, 0.1], dtype=np.float32).tolist()
     )
     assert read["d"].iloc[1:].tolist() == [np.inf, -np.inf, 2.2250738585072014e-308, 0.1 + 0.2]
+    # Arrays travel as JSON, where NaN and ±Infinity are strings: they read as floats.
+    reals, doubles = read["ra"].iloc[0], read["da"].iloc[0]
+    assert np.isnan(reals[0]) and np.isnan(doubles[0][0])
+    assert reals[1:] == [np.inf, -np.inf, None, 2.0, float(np.float32(1.17549435e-38))]
+    assert doubles[0][1:] == [-np.inf] and doubles[1] == [None, 0.1 + 0.2]
+    assert all(type(v) is float for v in [*reals[:3], *reals[4:], doubles[0][1], doubles[1][1]])
     assert read["day"].iloc[0] == dt.date(2024, 1, 2)
     assert read["at"].iloc[0] == pd.Timestamp("2024-01-02 03:04:05.678901", tz="UTC")
     # The settings the read changed were its own: a new session still has the database's.

@@ -202,7 +202,17 @@ _TO_PYTHON: Mapping[str, Callable[[Any], Any]] = {
     "json": json.loads,
     # numeric[] travels as JSON numbers: parsed as Decimals, every digit kept.
     "json_decimal": partial(json.loads, parse_float=decimal.Decimal, parse_int=decimal.Decimal),
+    "json_float": lambda value: _floats(json.loads(value), float),
+    # real's shortest text, read as a double, is not the float32 it stands for.
+    "json_real": lambda value: _floats(json.loads(value), lambda v: float(np.float32(v))),
 }
+
+
+def _floats(value: Any, convert: Callable[[Any], float]) -> Any:
+    """A float array's JSON as floats: "NaN" and "Infinity" are strings there, and 2.0 is 2."""
+    if isinstance(value, list):
+        return [_floats(v, convert) for v in value]
+    return None if value is None else convert(value)
 
 
 def _to_pandas(column: pa.ChunkedArray, stored: Column) -> pd.Series:
