@@ -62,6 +62,11 @@ async def read_arrow(
             stored = catalog.table.columns
             asked = [columns] if isinstance(columns, str) else columns
             names = list(stored if asked is None else asked)
+            if not stored:
+                raise TableMismatchError(
+                    f"table {schema}.{table} has no columns, and a frame of rows without "
+                    "columns is not one every library can hold: add a column to the table"
+                )
             if not names:
                 raise TableMismatchError(
                     f"the read of table {schema}.{table} asks for no column (columns: []): leave "

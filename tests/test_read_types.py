@@ -400,6 +400,12 @@ def test_an_interval_longer_than_timedelta_holds_fails_naming_its_column(
     assert read["id"].tolist() == [1]
 
 
+def test_a_table_without_columns_fails_saying_so(postgres: PostgresResource, db: Database) -> None:
+    db.execute("CREATE TABLE no_columns (); INSERT INTO no_columns DEFAULT VALUES")
+    with pytest.raises(TableMismatchError, match=r"public\.no_columns has no columns.*add a"):
+        postgres.run(lambda conn: read_table(conn, schema="public", table="no_columns"))
+
+
 def test_a_domain_over_a_domain_reads_as_its_base_type(
     postgres: PostgresResource, db: Database
 ) -> None:
