@@ -122,7 +122,8 @@ async def copy_upsert(
         frame if isinstance(frame, ArrowFrame) else to_arrow(frame), plan, partition
     )
     driver = await driver_connection(conn)
-    operation = Operation("write", f"{schema}.{table}", plan.write_mode, retries)
+    replayable = prepared.source.replayable
+    operation = Operation("write", f"{schema}.{table}", plan.write_mode, retries, replayable)
     nested = driver.is_in_transaction()
     for attempt in range(retries + 1):
         try:
@@ -131,7 +132,7 @@ async def copy_upsert(
                     driver, prepared, schema, table, plan, partition, progress, nested, owner
                 )
         except Exception as exc:
-            if isinstance(exc, _RETRIED) and attempt < retries and prepared.source.replayable:
+            if isinstance(exc, _RETRIED) and attempt < retries and replayable:
                 progress(f"retrying the write to {schema}.{table} after: {exc}")
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue

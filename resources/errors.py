@@ -98,6 +98,8 @@ class Operation:
     table: str
     write_mode: str | None = None
     retries: int = 0
+    # False for a stream, which is read once and so never retried.
+    retried: bool = True
     # Whether the driver connection was closed when the error reached us.
     connection_closed: bool = False
 
@@ -163,6 +165,13 @@ def _conflict(exc: BaseException, op: Operation) -> CopyUpsertError:
     kind = (
         "deadlock" if isinstance(exc, asyncpg.DeadlockDetectedError) else "serialization conflict"
     )
+    if not op.retried:
+        return DatabaseError(
+            f"{op.doing} {op.table} failed on a {kind} with another session ({exc}); "
+            f"{op.nothing_done}, and a stream is read once, so it is not retried: retry the "
+            "step from a fresh stream (a RetryPolicy on the asset or op), or find the other "
+            "writer"
+        )
     return DatabaseError(
         f"{op.doing} {op.table} failed {op.retries + 1} times on a {kind} with another session "
         f"({exc}); {op.nothing_done}: find the other writer, or raise the retries (inside a "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +36,7 @@ SORT_BUCKETS = 16
 # numbers as text are cast to numeric on the server, so each value keeps its own digits
 # (Arrow's decimal gives a whole column one scale, at most 76 digits and no NaN).
 TextAs = Literal["jsonb", "numeric"]
+T = TypeVar("T")
 
 
 def _read_once(
@@ -296,7 +297,7 @@ class PreparedFrame:
             # dictionary's index width, another library's chunk), not in the type.
             if given.type == first.type or pa.types.is_null(given.type):
                 continue
-            if _encodable_type(given.type) == _encodable_type(first.type):
+            if _same_instants(given.type, first.type):
                 continue
             if pa.types.is_null(first.type):
                 raise FrameError(
@@ -304,9 +305,15 @@ class PreparedFrame:
                     f"is {given.type} in a chunk from row {start}: give the first chunk's "
                     "column its type (pandas: astype, polars: cast)"
                 )
+            missing = ""
+            if pa.types.is_integer(first.type) and pa.types.is_floating(given.type):
+                missing = (
+                    " (pandas holds an integer column with a missing value as floats: give "
+                    "the column the nullable dtype 'Int64' in every chunk)"
+                )
             raise FrameError(
                 f"column {first.name!r} is {given.type} in a chunk from row {start}, but "
-                f"{first.type} in the first: give every chunk the same column types"
+                f"{first.type} in the first: give every chunk the same column types{missing}"
             )
         for name in self.key:
             nulls = batch.column(name).null_count
@@ -334,6 +341,27 @@ class PreparedFrame:
         for batch in batches:
             yield batch.num_rows, encoder.write_batch(batch)
         yield 0, encoder.finish()
+
+
+def failing_part_way(items: Iterator[T], source: str, advice: str) -> Iterator[T]:
+    """``items``, with an error raised in making one (the user's code: a generator, a
+    query, a reader) as a FrameError that names ``source``: the write then fails, and
+    nothing is written."""
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise source_failed(source, exc, advice) from exc
+        yield item
+
+
+def source_failed(source: str, exc: Exception, advice: str) -> FrameError:
+    """The error for an output whose own code (``source``) failed while making its rows."""
+    return FrameError(
+        f"{source} failed ({type(exc).__name__}: {exc}); nothing was written: {advice}"
+    )
 
 
 def close_source(rows: object) -> None:
@@ -512,6 +540,15 @@ def _encoder(schema: pa.Schema, json_columns: frozenset[str]) -> ArrowToPostgres
 
 def _is_uuid(arrow_type: pa.DataType) -> bool:
     return isinstance(arrow_type, pa.UuidType)
+
+
+def _same_instants(given: pa.DataType, first: pa.DataType) -> bool:
+    """Whether a later chunk's column type is sent as the first chunk's: the same encodable
+    type, zoned timestamps in any zone (PostgreSQL stores the instant)."""
+    given, first = _encodable_type(given), _encodable_type(first)
+    if pa.types.is_timestamp(given) and pa.types.is_timestamp(first):
+        return bool(given.unit == first.unit and (given.tz is None) == (first.tz is None))
+    return bool(given == first)
 
 
 def _encodable_type(arrow_type: pa.DataType) -> pa.DataType:

@@ -85,6 +85,14 @@ class WritePlan:
                 "'conflict_target' to the column(s) of the table's unique key"
             )
         updates = _names("update_columns", update_columns)
+        given = [n for n, v in (("on_conflict", on_conflict), ("update_columns", updates)) if v]
+        if mode != "upsert" and given:
+            # A replace makes the table the frame, an append only inserts: neither updates.
+            raise WritePlanError(
+                f"{' and '.join(given)} apply to write_mode 'upsert' only, but write_mode is "
+                f"{mode!r}, which {_WHAT_MODES_DO[mode]}: drop {' and '.join(given)}, or use "
+                "write_mode 'upsert'"
+            )
         if updates is not None:
             overlap = sorted(set(updates) & set(key))
             if overlap:
@@ -104,6 +112,12 @@ class WritePlan:
             exact_row_count=_flag("exact_row_count", exact_row_count),
             partitioning=_choice("partitioning", partitioning, Partitioning, "plain"),
         )
+
+
+_WHAT_MODES_DO = {
+    "replace": "makes the table (or the partition) the frame, every stored row as sent",
+    "append": "only inserts rows, and fails on a key already stored",
+}
 
 
 @dataclass(frozen=True)

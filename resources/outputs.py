@@ -180,8 +180,13 @@ def output_label(context: OutputContext) -> str:
 
 
 def input_label(context: InputContext) -> str:
-    """How messages name an input: ``input 'orders' of op 'daily_totals'``."""
+    """How messages name an input: ``input 'orders' of asset shop/totals``, or ``input
+    'orders' of op 'daily_totals'`` (an op's, or a multi-asset's)."""
     try:
+        assets = context.step_context.get_output_asset_keys()
+        if len(assets) == 1:
+            (key,) = assets
+            return f"input {context.name!r} of asset {key.to_user_string()}"
         return f"input {context.name!r} of op {context.op_def.name!r}"
     except DagsterInvariantViolationError:  # a context built outside a run
         return f"input {context.name!r}"

@@ -45,7 +45,7 @@ CASES = [
         KEYED,
         ["returned list", "return a pandas or polars DataFrame"],
     ),
-    Case("none-returned", lambda: None, KEYED, ["returned NoneType"]),
+    Case("none-returned", lambda: None, KEYED, ["returned None, which", "annotate"]),
     Case(
         "conflict-target-missing",
         lambda: GOOD,

@@ -102,6 +102,16 @@ def test_read_of_a_missing_table_says_so(postgres: PostgresResource) -> None:
         ({"write_mode": "upsert"}, "needs a conflict_target"),
         ({"conflict_target": 5}, "conflict_target must be a column name"),
         ({"conflict_target": "id", "update_columns": ["id"]}, "part of the conflict_target"),
+        (
+            {"conflict_target": "id", "write_mode": "replace", "on_conflict": "nothing"},
+            "on_conflict apply to write_mode 'upsert' only, but write_mode is 'replace', which "
+            r"makes the table \(or the partition\) the frame",
+        ),
+        (
+            {"write_mode": "append", "on_conflict": "update", "update_columns": "v"},
+            "on_conflict and update_columns apply to write_mode 'upsert' only, but write_mode "
+            "is 'append', which only inserts rows",
+        ),
     ],
 )
 def test_write_plan_rejects_bad_options(options: dict[str, object], message: str) -> None:

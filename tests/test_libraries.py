@@ -10,8 +10,10 @@ import decimal
 import math
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -414,8 +416,13 @@ def test_pandas_writes_and_each_library_reads(postgres: PostgresResource) -> Non
         reader("polars", pl.DataFrame),
         reader("lazy", pl.LazyFrame),
         reader("arrow", pa.Table, columns=["id", "n"]),
+        reader("optional_polars", pl.DataFrame | None),
+        reader("optional_reader", pa.RecordBatchReader | None),
     ]
     assert run_assets([upstream, *readers], postgres).success
+    assert seen["optional_polars"].sort("id").equals(seen["polars"].sort("id"))
+    assert isinstance(seen["optional_reader"], pa.RecordBatchReader)  # X | None reads as X
+    assert seen["optional_reader"].read_all().num_rows == 2
     assert isinstance(seen["pandas"], pd.DataFrame)  # an input without annotation
     assert str(seen["pandas"]["n"].dtype) == "Int64"
     polars = seen["polars"].sort("id")
@@ -441,7 +448,7 @@ def test_an_input_annotated_with_an_unknown_type_names_the_input(
 
     result = run_assets([upstream, reader], postgres, raise_on_error=False)
     message = failure_message(result)
-    assert "input 'rows' of op 'reader'" in message.lower()
+    assert "input 'rows' of asset reader" in message.lower()
     assert "annotated dict" in message
     assert "polars.DataFrame" in message
 
@@ -538,6 +545,60 @@ def test_a_lazy_frame_that_cannot_be_planned_is_named(
     message = failure_message(run_assets([bad], postgres, raise_on_error=False))
     assert "Asset lib/t: the LazyFrame's query failed (ColumnNotFoundError" in message, message
     assert db.snapshot("lib.t") == before
+
+
+def test_a_lazy_frame_scanning_a_missing_file_is_named(
+    postgres: PostgresResource, db: Database, tmp_path: Path
+) -> None:
+    """polars raises a FileNotFoundError, not one of its own errors, for a missing file."""
+    seed = frame_asset(
+        pd.DataFrame({"id": [7]}), key=("lib", "t"), metadata={"conflict_target": "id"}
+    )
+    assert run_assets([seed], postgres).success
+    before = db.snapshot("lib.t")
+    lazy = pl.scan_parquet(tmp_path / "missing.parquet")
+    bad = frame_asset(lazy, key=("lib", "t"), metadata={"conflict_target": "id"})
+    message = failure_message(run_assets([bad], postgres, raise_on_error=False))
+    assert "Asset lib/t: the LazyFrame's query failed (FileNotFoundError" in message, message
+    assert "missing.parquet" in message
+    assert db.snapshot("lib.t") == before
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            pd.DataFrame({"id": [1, 2], "doc": [{"x": 1.5}, {"x": float("nan")}]}),
+            "column 'doc' holds dicts or lists, stored as jsonb, and one of them holds what "
+            "JSON cannot (Out of range float values are not JSON compliant",
+        ),
+        (
+            pd.DataFrame({"id": [1, 2], "doc": [[1, 2], [np.int64(3)]]}),
+            "column 'doc' holds dicts or lists, stored as jsonb, and one of them holds what "
+            "JSON cannot (Object of type int64 is not JSON serializable)",
+        ),
+        (
+            pl.DataFrame(
+                {"id": [1, 2], "doc": [{"x": 1.5, "y": [1.0]}, {"x": 2.0, "y": [-math.inf]}]}
+            ),
+            "column 'doc' is a Struct, stored as jsonb, and holds NaN or Infinity",
+        ),
+        (
+            pl.LazyFrame({"id": [1, 2], "doc": [{"x": {"z": math.nan}}, None]}),
+            "column 'doc' is a Struct, stored as jsonb, and holds NaN or Infinity",
+        ),
+    ],
+    ids=["pandas-nan", "pandas-numpy-int", "polars-infinity", "lazy-nested-nan"],
+)
+def test_json_values_json_cannot_hold_are_refused(
+    frame: Any, expected: str, postgres: PostgresResource, db: Database
+) -> None:
+    """NaN in a dict would be refused by the server as a bad value of a table the write was
+    creating; polars would write null in its place."""
+    bad = frame_asset(frame, key=("lib", "t"), metadata={"conflict_target": "id"})
+    message = failure_message(run_assets([bad], postgres, raise_on_error=False))
+    assert f"Asset lib/t: {expected}" in message, message
+    assert db.snapshot("lib.t") is None
 
 
 @pytest.mark.parametrize("library", ["polars", "pyarrow"])

@@ -578,7 +578,7 @@ def test_a_misspelled_input_key_is_refused(postgres: PostgresResource, db: Datab
 
     message = failure_message(run_assets([wide, narrow], postgres, raise_on_error=False))
     assert (
-        "Input 'wide' of op 'narrow': unknown input metadata key 'colums': did you mean "
+        "Input 'wide' of asset narrow: unknown input metadata key 'colums': did you mean "
         "'columns'? (nothing was read; input metadata keys this IO manager reads: columns)"
     ) in message
     assert "public.narrow" not in _tables(db)

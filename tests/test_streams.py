@@ -5,6 +5,7 @@ type checks (on a chunk far into the stream, the table unchanged), counts."""
 
 from __future__ import annotations
 
+import decimal
 import gc
 import subprocess
 import sys
@@ -193,8 +194,15 @@ def test_a_repeated_key_in_a_first_write_is_refused_and_leaves_no_table(
             pd.DataFrame({"sku": pd.array([10**6, None], dtype="Int64"), "price": [1.0, 2.0]}),
             ["conflict_target column 'sku'", "1 NULL value", "row 120001"],
         ),
+        (
+            pd.DataFrame({"sku": [10**6, None], "price": [1.0, 2.0]}),
+            [
+                "column 'sku' is double in a chunk from row 120000, but int64 in the first",
+                "give the column the nullable dtype 'Int64' in every chunk",
+            ],
+        ),
     ],
-    ids=["other-type", "other-columns", "null-key"],
+    ids=["other-type", "other-columns", "null-key", "null-key-as-float"],
 )
 def test_a_bad_chunk_far_into_the_stream_changes_nothing(
     bad_chunk: pd.DataFrame, expected: list[str], postgres: PostgresResource, db: Database
@@ -506,6 +514,129 @@ def test_a_first_chunk_without_values_names_the_column(postgres: PostgresResourc
     message = failure_message(result)
     assert "column 'note' has no value in the first chunk" in message
     assert "from row 1" in message
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "expected"),
+    [
+        ({"a": 1}, "[1, 2]", "holds strings in the chunk from row 1, but dicts or lists (jsonb)"),
+        ("[1, 2]", {"a": 1}, "holds dicts or lists (jsonb) in the chunk from row 1, but strings"),
+        (
+            decimal.Decimal("1.5"),
+            "2.5",
+            "holds strings in the chunk from row 1, but Decimals (numeric)",
+        ),
+        (None, {"a": 1}, "holds dicts or lists (jsonb) in the chunk from row 1, but no value"),
+        (None, decimal.Decimal("2"), "holds Decimals (numeric) in the chunk from row 1, but no"),
+    ],
+    ids=["dicts-then-text", "text-then-dicts", "decimals-then-text", "none-then-dicts", "none-dec"],
+)
+def test_chunks_of_python_objects_keep_the_first_chunks_kind(
+    first: object, later: object, expected: str, postgres: PostgresResource, db: Database
+) -> None:
+    """dicts, Decimals and strings all travel as text: a later chunk's kind would be stored
+    as the first chunk's (text parsed as JSON, a dict's JSON as text)."""
+
+    def output() -> Iterator[pd.DataFrame]:
+        yield pd.DataFrame({"sku": [1], "note": [first]})
+        yield pd.DataFrame({"sku": [2], "note": [later]})
+
+    result = run_assets([stream_asset(output, KEYED)], postgres, raise_on_error=False)
+    message = failure_message(result)
+    assert f"Asset shop/products: column 'note' {expected}" in message, message
+    assert "give every chunk's column the same kind of values" in message
+    assert db.snapshot(TABLE) is None
+
+
+def test_chunks_in_other_time_zones_are_the_same_instants(
+    postgres: PostgresResource, db: Database
+) -> None:
+    def output() -> Iterator[pd.DataFrame]:
+        yield pd.DataFrame(
+            {"sku": [1], "at": [pd.Timestamp("2024-06-01 12:00", tz="Europe/Paris")]}
+        )
+        yield pd.DataFrame({"sku": [2], "at": [pd.Timestamp("2024-06-01 12:00", tz="UTC")]})
+
+    assert run_assets([stream_asset(output, KEYED)], postgres).success
+    rows = db.fetch(f"SELECT sku, to_char(at AT TIME ZONE 'UTC', 'HH24:MI') AS utc FROM {TABLE}")
+    assert sorted((r["sku"], r["utc"]) for r in rows) == [(1, "10:00"), (2, "12:00")]
+
+
+def test_a_chunk_that_is_no_frame_is_named(postgres: PostgresResource, db: Database) -> None:
+    def output() -> Iterator[object]:
+        yield pd.DataFrame({"sku": [1, 2]})
+        yield {"sku": [3]}
+
+    result = run_assets([stream_asset(output, KEYED)], postgres, raise_on_error=False)
+    message = failure_message(result)
+    assert "Asset shop/products: the output's iterator yielded dict as the chunk from row 2" in (
+        message
+    )
+    assert db.snapshot(TABLE) is None
+
+
+@pytest.mark.parametrize("form", ["generator", "reader"])
+def test_a_stream_raising_part_way_fails_naming_it(
+    form: str, postgres: PostgresResource, db: Database
+) -> None:
+    seed = stream_asset(lambda: pandas_chunks(0, 1000), metadata=KEYED)
+    assert run_assets([seed], postgres).success
+    before = db.snapshot(TABLE)
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        yield from pandas_chunks(0, 80_000, price=5.0)
+        raise RuntimeError("the source went away")
+
+    def output() -> object:
+        if form == "generator":
+            return chunks()
+        batches = (pa.RecordBatch.from_pandas(c, preserve_index=False) for c in chunks())
+        schema = pa.schema([("sku", pa.int64()), ("price", pa.float64())])
+        return pa.RecordBatchReader.from_batches(schema, batches)
+
+    result = run_assets([stream_asset(output, KEYED)], postgres, raise_on_error=False)
+    message = failure_message(result)
+    source = "the output's iterator" if form == "generator" else "the output's Arrow stream"
+    expected = f"Asset shop/products: {source} failed (RuntimeError: the source went away"
+    assert expected in message, message
+    assert "nothing was written" in message
+    assert db.snapshot(TABLE) == before
+
+
+@pytest.mark.parametrize("form", ["generator", "frame"])
+def test_a_serialization_failure_retries_a_frame_but_not_a_stream(
+    form: str, postgres: PostgresResource, db: Database
+) -> None:
+    """A trigger fails the first insert with a serialization failure (its sequence is not
+    rolled back): a frame is written again; a stream, read once, fails saying so."""
+    db.execute(
+        "CREATE SCHEMA shop; CREATE TABLE shop.products (sku bigint PRIMARY KEY, price float8);"
+        "CREATE SEQUENCE shop.attempts; CREATE FUNCTION shop.fail_once() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN IF nextval('shop.attempts') = 1 THEN RAISE EXCEPTION "
+        "'injected' USING ERRCODE = '40001'; END IF; RETURN NEW; END $$;"
+        "CREATE TRIGGER fail_once BEFORE INSERT ON shop.products FOR EACH ROW "
+        "EXECUTE FUNCTION shop.fail_once()"
+    )
+    rows = pd.DataFrame({"sku": [1, 2], "price": [1.0, 2.0]})
+    output = (lambda: iter([rows])) if form == "generator" else (lambda: rows)
+    result = run_assets([stream_asset(output, KEYED)], postgres, raise_on_error=False)
+    attempts = db.fetch("SELECT last_value AS n FROM shop.attempts")[0]["n"]
+    if form == "frame":
+        assert result.success
+        assert db.fetch(f"SELECT sku, price FROM {TABLE} ORDER BY sku") == [
+            {"sku": 1, "price": 1.0},
+            {"sku": 2, "price": 2.0},
+        ]
+        assert attempts == 3  # the failed first row, then both rows again
+        return
+    message = failure_message(result)
+    assert "Asset shop/products: writing shop.products failed on a serialization conflict" in (
+        message
+    )
+    assert "a stream is read once, so it is not retried" in message
+    assert "RetryPolicy" in message and "times" not in message
+    assert attempts == 1
+    assert db.fetch(f"SELECT count(*) AS n FROM {TABLE}") == [{"n": 0}]
 
 
 def test_a_stream_read_a_second_time_is_refused_rather_than_found_empty() -> None:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from types import UnionType
+from typing import Any, Protocol, Union, get_args, get_origin
 
 import pandas as pd
 import pyarrow as pa
 
 from ..catalog import Column
 from ..errors import ConfigurationError, FrameError
-from ..frame import ArrowFrame, close_source
+from ..frame import ArrowFrame, close_source, failing_part_way
 from .arrow_handler import ArrowHandler, ArrowStreamHandler
 from .pandas_handler import PandasHandler
 
@@ -27,6 +28,7 @@ __all__ = [
     "FrameHandler",
     "handler_for_input",
     "to_arrow",
+    "without_none",
 ]
 
 # polars' oldest release with LazyFrame.collect_batches, the streaming a LazyFrame write uses.
@@ -71,6 +73,30 @@ def to_arrow(obj: object) -> ArrowFrame:
         FrameError: a value no handler takes, or an iterator of none.
         ConfigurationError: a polars frame without the polars extra.
     """
+    frame = _frame_to_arrow(obj)
+    if frame is not None:
+        return frame
+    if isinstance(obj, Iterator):
+        return chunked(obj)
+    if obj is None:
+        raise FrameError(
+            "returned None, which this IO manager cannot store: annotate a function that "
+            "writes nothing '-> None' (Dagster then stores nothing), or return a frame"
+        )
+    raise FrameError(
+        f"returned {type(obj).__name__}, which this IO manager cannot store: return "
+        f"{_FORMS}, or an iterator of these"
+    )
+
+
+_FORMS = (
+    "a pandas or polars DataFrame, a polars LazyFrame, a pyarrow Table or RecordBatchReader, "
+    "an object with __arrow_c_stream__"
+)
+
+
+def _frame_to_arrow(obj: object) -> ArrowFrame | None:
+    """``obj`` as Arrow, if a handler takes it (an iterator of frames is none of them)."""
     if isinstance(obj, pd.DataFrame):
         return PandasHandler().to_arrow(obj)
     if isinstance(obj, ArrowHandler.supported_types):
@@ -81,38 +107,88 @@ def to_arrow(obj: object) -> ArrowFrame:
             return polars.to_arrow(obj)
     if ArrowStreamHandler().accepts(obj):
         return ArrowStreamHandler().to_arrow(obj)
-    if isinstance(obj, Iterator):
-        return chunked(obj)
-    raise FrameError(
-        f"returned {type(obj).__name__}, which this IO manager cannot store: return a pandas "
-        "or polars DataFrame, a polars LazyFrame, a pyarrow Table or RecordBatchReader, an "
-        "object with __arrow_c_stream__, or an iterator of these"
-    )
+    return None
 
 
 def chunked(chunks: Iterator[object]) -> ArrowFrame:
     """An iterator of frames as one frame, read once: the first chunk gives the columns and
-    their types; each later chunk must have the same (checked as it is copied)."""
-    first = next(chunks, None)
+    their types; each later chunk must have the same (checked as it is copied). An error
+    the iterator raises fails the write, naming it."""
+    made = failing_part_way(chunks, "the output's iterator", "fix the code that makes the chunks")
+    first = next(made, None)
     if first is None:
         raise FrameError(
             "the output's iterator yielded no chunk: yield at least one frame (it may have no "
             "rows), so that the columns are known"
         )
-    if isinstance(first, Iterator):
-        raise FrameError("a chunk is itself an iterator: yield frames, not iterators")
-    head = to_arrow(first)
+    head = _chunk_to_arrow(first, 0)
 
     def batches() -> Iterator[pa.RecordBatch]:
+        start = 0
         try:
-            for chunk in itertools.chain([head], (to_arrow(c) for c in chunks)):
-                yield from chunk.batches()
+            for number, item in enumerate(itertools.chain([first], made)):
+                frame = head if number == 0 else _chunk_to_arrow(item, start)
+                _check_value_kinds(head, frame, start)
+                for batch in frame.batches():
+                    start += batch.num_rows
+                    yield batch
         finally:
             close_source(chunks)
 
     return ArrowFrame(
         schema=head.schema, batches=batches, rows=None, replayable=False, text_as=head.text_as
     )
+
+
+def _chunk_to_arrow(chunk: object, start: int) -> ArrowFrame:
+    frame = _frame_to_arrow(chunk)
+    if frame is None:
+        raise FrameError(
+            f"the output's iterator yielded {type(chunk).__name__} as the chunk from row "
+            f"{start}, which this IO manager cannot store: yield {_FORMS} (not iterators)"
+        )
+    return frame
+
+
+# How a column's values travel when a handler sends them as text (TextAs).
+_VALUE_KINDS = {"jsonb": "dicts or lists (jsonb)", "numeric": "Decimals (numeric)"}
+
+
+def _check_value_kinds(head: ArrowFrame, chunk: ArrowFrame, start: int) -> None:
+    """A later chunk's columns of Python objects hold what the first chunk's do: dicts and
+    strings, say, are both sent as text, and would be stored as the first chunk's kind."""
+    for name in head.text_as.keys() | chunk.text_as.keys():
+        first, given = head.text_as.get(name), chunk.text_as.get(name)
+        if first == given or name not in head.schema.names or name not in chunk.schema.names:
+            continue
+        if pa.types.is_null(chunk.schema.field(name).type):
+            continue  # NULLs fit any kind
+        raise FrameError(
+            f"column {name!r} holds {_value_kind(chunk, name)} in the chunk from row {start}, "
+            f"but {_value_kind(head, name)} in the first chunk, which decides the column's "
+            "type: give every chunk's column the same kind of values"
+        )
+
+
+def _value_kind(frame: ArrowFrame, name: str) -> str:
+    arrow = frame.schema.field(name).type
+    if name in frame.text_as:
+        return _VALUE_KINDS[frame.text_as[name]]
+    if pa.types.is_null(arrow):
+        return "no value"
+    if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
+        return "strings"
+    return f"values of Arrow type {arrow}"
+
+
+def without_none(annotation: Any) -> Any:
+    """``X`` for an input annotated ``X | None`` (``Optional[X]``); any other annotation as
+    it is."""
+    if get_origin(annotation) in (Union, UnionType):
+        others = [a for a in get_args(annotation) if a is not type(None)]
+        if len(others) == 1:
+            return others[0]
+    return annotation
 
 
 def handler_for_input(annotation: Any) -> FrameHandler:

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from ..catalog import Column
 from ..errors import FrameError
-from ..frame import ArrowFrame
+from ..frame import ArrowFrame, failing_part_way
 from ..types import numeric_digits
 
 # Array element types read as typed Arrow lists (the rest stay JSON text).
@@ -77,9 +77,15 @@ class ArrowStreamHandler:
 
 
 def stream(reader: pa.RecordBatchReader) -> ArrowFrame:
-    """A reader as a frame whose rows can be read once."""
+    """A reader as a frame whose rows can be read once; an error in making its batches (the
+    user's code behind it) fails the write, naming the stream."""
     return ArrowFrame(
-        schema=reader.schema, batches=lambda: iter(reader), rows=None, replayable=False
+        schema=reader.schema,
+        batches=lambda: failing_part_way(
+            iter(reader), "the output's Arrow stream", "fix the code that makes its batches"
+        ),
+        rows=None,
+        replayable=False,
     )
 
 

@@ -158,12 +158,11 @@ def _inferred_types(frame: pd.DataFrame) -> dict[str, pa.DataType]:
 
 
 def _column_to_arrow(column: pd.Series, field: pa.Field, text_as: TextAs | None) -> pa.Array:
+    if text_as == "jsonb":
+        return pa.array([_json(v, field.name) for v in column], type=pa.large_string())
     try:
         if text_as is not None:
-            as_text: Callable[[Any], str] = json.dumps if text_as == "jsonb" else str
-            array = pa.array(
-                [as_text(v) if _present(v) else None for v in column], type=pa.large_string()
-            )
+            array = pa.array([str(v) if _present(v) else None for v in column], pa.large_string())
         else:
             array = pa.array(column, from_pandas=True)
         if isinstance(array, pa.ChunkedArray):
@@ -176,6 +175,22 @@ def _column_to_arrow(column: pd.Series, field: pa.Field, text_as: TextAs | None)
             f"as {field.type}: {exc}"
         ) from exc
     return array
+
+
+def _json(value: Any, column: str) -> str | None:
+    """A dict or list as its JSON text (None stays NULL); JSON has no NaN or Infinity, which
+    jsonb would refuse."""
+    if not _present(value):
+        return None
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise FrameError(
+            f"column {column!r} holds dicts or lists, stored as jsonb, and one of them holds "
+            f"what JSON cannot ({exc}): JSON holds numbers (no NaN or Infinity), strings, "
+            "booleans, null, lists and dicts; convert the rest first (None for NaN, str() "
+            "for dates and Decimals, int() or float() for numpy numbers)"
+        ) from exc
 
 
 def _present(value: Any) -> bool:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from ..catalog import Column
 from ..errors import FrameError
-from ..frame import ROWS_PER_CHUNK, ArrowFrame, TextAs
+from ..frame import ROWS_PER_CHUNK, ArrowFrame, TextAs, failing_part_way, source_failed
 from .arrow_handler import arrow_table
 
 if not hasattr(pl.LazyFrame, "collect_batches"):
@@ -29,34 +29,28 @@ class PolarsHandler:
         of its streaming engine's result, run again if the write is retried. Struct
         columns are sent as JSON (jsonb)."""
         try:
+            # A LazyFrame's query may fail here already (a file it scans is missing).
             schema = obj.collect_schema()
-        except pl.exceptions.PolarsError as exc:
+        except Exception as exc:
             raise _query_failed(exc) from exc
         _refuse_unstorable(schema)
-        structs = [n for n, t in schema.items() if isinstance(t, pl.Struct)]
-        text_as: dict[str, TextAs] = dict.fromkeys(structs, "jsonb")
-        if structs:
-            obj = obj.with_columns(
-                pl.when(pl.col(name).is_not_null()).then(pl.col(name).struct.json_encode())
-                for name in structs
-            )
+        text_as: dict[str, TextAs] = dict.fromkeys(_structs(schema), "jsonb")
         if isinstance(obj, pl.DataFrame):
             return ArrowFrame.from_table(_to_arrow(obj), text_as)
         lazy = obj
-        first = _to_arrow(lazy.head(0).collect())
+        try:
+            first = lazy.head(0).collect()
+        except Exception as exc:
+            raise _query_failed(exc) from exc
 
         def batches() -> Iterator[pa.RecordBatch]:
             chunks = lazy.collect_batches(chunk_size=ROWS_PER_CHUNK)
-            while True:
-                try:
-                    chunk = next(chunks, None)
-                except Exception as exc:
-                    raise _query_failed(exc) from exc
-                if chunk is None:
-                    return
+            for chunk in failing_part_way(chunks, "the LazyFrame's query", _FIX_QUERY):
                 yield from _to_arrow(chunk).to_batches()
 
-        return ArrowFrame(schema=first.schema, batches=batches, rows=None, text_as=text_as)
+        return ArrowFrame(
+            schema=_to_arrow(first).schema, batches=batches, rows=None, text_as=text_as
+        )
 
     def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> pl.DataFrame:
         """The read as a polars DataFrame: UUIDs as their text, JSON as text (polars has
@@ -81,11 +75,11 @@ class LazyPolarsHandler(PolarsHandler):
         return super().from_arrow(table, columns).lazy()
 
 
+_FIX_QUERY = "fix the query (LazyFrame.collect() shows the same error)"
+
+
 def _query_failed(exc: Exception) -> FrameError:
-    return FrameError(
-        f"the LazyFrame's query failed ({type(exc).__name__}: {exc}); nothing was written: "
-        "fix the query (LazyFrame.collect() shows the same error)"
-    )
+    return source_failed("the LazyFrame's query", exc, _FIX_QUERY)
 
 
 # polars dtypes without an Arrow type this package stores: to_arrow() gives Object columns
@@ -103,9 +97,39 @@ def _refuse_unstorable(schema: pl.Schema) -> None:
             )
 
 
+def _structs(schema: pl.Schema) -> list[str]:
+    return [name for name, dtype in schema.items() if isinstance(dtype, pl.Struct)]
+
+
 def _to_arrow(frame: pl.DataFrame) -> pa.Table:
+    """The frame as Arrow, each Struct column as its JSON text (jsonb)."""
     _refuse_unstorable(frame.schema)
+    structs = _structs(frame.schema)
+    for name in structs:
+        if _holds_non_finite(frame[name]):
+            raise FrameError(
+                f"column {name!r} is a Struct, stored as jsonb, and holds NaN or Infinity, "
+                "which JSON has not (polars would write null): replace them first "
+                "(fill_nan(None), or a value)"
+            )
+    if structs:
+        frame = frame.with_columns(
+            pl.when(pl.col(name).is_not_null()).then(pl.col(name).struct.json_encode())
+            for name in structs
+        )
     return frame.to_arrow()
+
+
+def _holds_non_finite(values: pl.Series) -> bool:
+    """Whether a float anywhere in ``values`` (within structs and lists) is NaN or ±Inf."""
+    dtype = values.dtype
+    if dtype.is_float():
+        return bool((values.is_nan() | values.is_infinite()).any())
+    if isinstance(dtype, pl.Struct):
+        return any(_holds_non_finite(values.struct.field(f.name)) for f in dtype.fields)
+    if isinstance(dtype, pl.List | pl.Array):
+        return _holds_non_finite(values.explode())
+    return False
 
 
 def _uuid_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
