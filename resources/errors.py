@@ -169,8 +169,8 @@ def _conflict(exc: BaseException, op: Operation) -> CopyUpsertError:
         return DatabaseError(
             f"{op.doing} {op.table} failed on a {kind} with another session ({exc}); "
             f"{op.nothing_done}, and a stream is read once, so it is not retried: retry the "
-            "step from a fresh stream (a RetryPolicy on the asset or op), or find the other "
-            "writer"
+            "step from a fresh stream (a RetryPolicy on the asset or op; inside a transaction "
+            "of your own, retry that whole transaction), or find the other writer"
         )
     return DatabaseError(
         f"{op.doing} {op.table} failed {op.retries + 1} times on a {kind} with another session "

@@ -16,7 +16,7 @@ from pgpq.encoders import LargeStringEncoderBuilder
 from pgpq.schema import Jsonb
 
 from . import sql
-from .errors import FrameError, WritePlanError
+from .errors import CopyUpsertError, FrameError, WritePlanError
 from .options import PartitionSlice, WritePlan
 from .types import PgType, frame_type, numeric_type
 
@@ -83,6 +83,18 @@ class ArrowFrame:
         if not self.replayable:
             # A second pass would find the stream spent and write no rows: refuse it.
             object.__setattr__(self, "batches", _read_once(self.batches))
+
+    @property
+    def sent_as_text(self) -> dict[str, TextAs]:
+        """The columns sent as text, and what PostgreSQL type that text is: the handler's
+        ``text_as``; decimal256 as numeric (pgpq encodes decimal128 only), as pandas'
+        Decimals are; Arrow's JSON extension type as jsonb."""
+        implied: dict[str, TextAs] = {
+            f.name: "numeric" if pa.types.is_decimal256(f.type) else "jsonb"
+            for f in self.schema
+            if pa.types.is_decimal256(f.type) or isinstance(f.type, pa.JsonType)
+        }
+        return implied | dict(self.text_as)
 
     @classmethod
     def from_table(cls, table: pa.Table, text_as: Mapping[str, TextAs] | None = None) -> ArrowFrame:
@@ -352,6 +364,8 @@ def failing_part_way(items: Iterator[T], source: str, advice: str) -> Iterator[T
             item = next(items)
         except StopIteration:
             return
+        except CopyUpsertError:
+            raise  # the package's own (a read this stream comes from), named already
         except Exception as exc:
             raise source_failed(source, exc, advice) from exc
         yield item
@@ -422,14 +436,7 @@ def prepare_frame(
             nulls = frame.null_count(column)
             if nulls:
                 raise null_key_error(column, nulls)
-    # pgpq encodes decimal128 only: wider decimals go as text, as pandas' Decimals do; and
-    # Arrow's JSON extension type is jsonb.
-    implied: dict[str, TextAs] = {
-        f.name: "numeric" if pa.types.is_decimal256(f.type) else "jsonb"
-        for f in frame.schema
-        if pa.types.is_decimal256(f.type) or isinstance(f.type, pa.JsonType)
-    }
-    text_as = implied | dict(frame.text_as)
+    text_as = frame.sent_as_text
     fields: list[pa.Field] = []
     types: dict[str, PgType] = {}
     for given in frame.schema:

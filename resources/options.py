@@ -85,14 +85,17 @@ class WritePlan:
                 "'conflict_target' to the column(s) of the table's unique key"
             )
         updates = _names("update_columns", update_columns)
-        given = [n for n, v in (("on_conflict", on_conflict), ("update_columns", updates)) if v]
-        if mode != "upsert" and given:
-            # A replace makes the table the frame, an append only inserts: neither updates.
-            raise WritePlanError(
-                f"{' and '.join(given)} apply to write_mode 'upsert' only, but write_mode is "
-                f"{mode!r}, which {_WHAT_MODES_DO[mode]}: drop {' and '.join(given)}, or use "
-                "write_mode 'upsert'"
-            )
+        if mode != "upsert":
+            # A replace makes the table the frame, an append only inserts: neither keeps a
+            # stored row, or some of its columns, as it was.
+            keeping = {"on_conflict 'nothing'": on_conflict == "nothing", "update_columns": updates}
+            given = [name for name, value in keeping.items() if value]
+            if given:
+                options = " and ".join(given)
+                raise WritePlanError(
+                    f"write_mode {mode!r} {_WHAT_MODES_DO[mode].format(options=options)}: drop "
+                    f"{options}, or use write_mode 'upsert'"
+                )
         if updates is not None:
             overlap = sorted(set(updates) & set(key))
             if overlap:
@@ -115,8 +118,10 @@ class WritePlan:
 
 
 _WHAT_MODES_DO = {
-    "replace": "makes the table (or the partition) the frame, every stored row as sent",
-    "append": "only inserts rows, and fails on a key already stored",
+    "replace": "makes the table (or the partition) the frame, every row as sent, where "
+    "{options} would keep stored values",
+    "append": "only inserts rows (a key already stored fails the write), where {options} "
+    "would do nothing",
 }
 
 

@@ -104,19 +104,31 @@ def test_read_of_a_missing_table_says_so(postgres: PostgresResource) -> None:
         ({"conflict_target": "id", "update_columns": ["id"]}, "part of the conflict_target"),
         (
             {"conflict_target": "id", "write_mode": "replace", "on_conflict": "nothing"},
-            "on_conflict apply to write_mode 'upsert' only, but write_mode is 'replace', which "
-            r"makes the table \(or the partition\) the frame",
+            r"write_mode 'replace' makes the table \(or the partition\) the frame, every row "
+            "as sent, where on_conflict 'nothing' would keep stored values: drop on_conflict",
         ),
         (
-            {"write_mode": "append", "on_conflict": "update", "update_columns": "v"},
-            "on_conflict and update_columns apply to write_mode 'upsert' only, but write_mode "
-            "is 'append', which only inserts rows",
+            {"conflict_target": "id", "write_mode": "replace", "update_columns": "v"},
+            "where update_columns would keep stored values: drop update_columns, or use "
+            "write_mode 'upsert'",
+        ),
+        (
+            {"write_mode": "append", "on_conflict": "nothing", "update_columns": "v"},
+            r"write_mode 'append' only inserts rows \(a key already stored fails the write\), "
+            "where on_conflict 'nothing' and update_columns would do nothing",
         ),
     ],
 )
 def test_write_plan_rejects_bad_options(options: dict[str, object], message: str) -> None:
     with pytest.raises(WritePlanError, match=message):
         WritePlan.from_options(**options)  # type: ignore[arg-type]
+
+
+def test_on_conflict_update_is_the_default_of_every_mode() -> None:
+    """Spelling out the default keeps every stored row as sent: no mode refuses it."""
+    for mode in ("upsert", "replace", "append"):
+        plan = WritePlan.from_options(conflict_target="id", write_mode=mode, on_conflict="update")
+        assert (plan.write_mode, plan.on_conflict) == (mode, "update")
 
 
 def test_write_plan_defaults() -> None:

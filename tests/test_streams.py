@@ -23,7 +23,7 @@ import pytest
 from dagster import AssetIn, AssetKey, AssetsDefinition, Output, asset
 
 from resources import PostgresResource, WritePlan, copy_upsert, read_table
-from resources.errors import FrameError
+from resources.errors import ConnectionLostError, FrameError
 from resources.handlers import to_arrow
 
 from .conftest import Database
@@ -519,15 +519,15 @@ def test_a_first_chunk_without_values_names_the_column(postgres: PostgresResourc
 @pytest.mark.parametrize(
     ("first", "later", "expected"),
     [
-        ({"a": 1}, "[1, 2]", "holds strings in the chunk from row 1, but dicts or lists (jsonb)"),
-        ("[1, 2]", {"a": 1}, "holds dicts or lists (jsonb) in the chunk from row 1, but strings"),
+        ({"a": 1}, "[1, 2]", "holds strings in the chunk from row 1, but JSON values (jsonb)"),
+        ("[1, 2]", {"a": 1}, "holds JSON values (jsonb) in the chunk from row 1, but strings"),
         (
             decimal.Decimal("1.5"),
             "2.5",
-            "holds strings in the chunk from row 1, but Decimals (numeric)",
+            "holds strings in the chunk from row 1, but decimals (numeric)",
         ),
-        (None, {"a": 1}, "holds dicts or lists (jsonb) in the chunk from row 1, but no value"),
-        (None, decimal.Decimal("2"), "holds Decimals (numeric) in the chunk from row 1, but no"),
+        (None, {"a": 1}, "holds JSON values (jsonb) in the chunk from row 1, but no value"),
+        (None, decimal.Decimal("2"), "holds decimals (numeric) in the chunk from row 1, but no"),
     ],
     ids=["dicts-then-text", "text-then-dicts", "decimals-then-text", "none-then-dicts", "none-dec"],
 )
@@ -562,6 +562,25 @@ def test_chunks_in_other_time_zones_are_the_same_instants(
     assert sorted((r["sku"], r["utc"]) for r in rows) == [(1, "10:00"), (2, "12:00")]
 
 
+def test_json_chunks_from_any_library_are_one_column(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """pandas dicts, a polars Struct and Arrow's JSON type are all JSON values."""
+
+    def output() -> Iterator[object]:
+        yield pd.DataFrame({"sku": [1], "doc": [{"a": 1}]})
+        yield pa.table({"sku": [2], "doc": pa.array(['{"b": 2}'], pa.json_())})
+        yield pl.DataFrame({"sku": [3], "doc": [{"c": 3}]})
+
+    assert run_assets([stream_asset(output, KEYED)], postgres).success
+    rows = db.fetch(f"SELECT sku, doc::text AS doc FROM {TABLE} ORDER BY sku")
+    assert rows == [
+        {"sku": 1, "doc": '{"a": 1}'},
+        {"sku": 2, "doc": '{"b": 2}'},
+        {"sku": 3, "doc": '{"c": 3}'},
+    ]
+
+
 def test_a_chunk_that_is_no_frame_is_named(postgres: PostgresResource, db: Database) -> None:
     def output() -> Iterator[object]:
         yield pd.DataFrame({"sku": [1, 2]})
@@ -573,6 +592,37 @@ def test_a_chunk_that_is_no_frame_is_named(postgres: PostgresResource, db: Datab
         message
     )
     assert db.snapshot(TABLE) is None
+
+
+def test_a_first_chunk_that_is_no_frame_closes_the_generator(postgres: PostgresResource) -> None:
+    closed: list[bool] = []
+
+    def output() -> Iterator[object]:
+        try:
+            yield [1, 2]
+        finally:
+            closed.append(True)
+
+    result = run_assets([stream_asset(output, KEYED)], postgres, raise_on_error=False)
+    assert "yielded list as the chunk from row 0" in failure_message(result)
+    assert closed == [True]
+
+
+def test_the_packages_own_error_in_a_stream_is_not_blamed_on_it(
+    postgres: PostgresResource,
+) -> None:
+    """A generator passing on a read's error (a reader input it streams from): the error
+    keeps its type and message, not 'the output's iterator failed'."""
+
+    def output() -> Iterator[pd.DataFrame]:
+        yield pd.DataFrame({"sku": [1]})
+        raise ConnectionLostError("Asset shop/source: lost the connection while reading")
+
+    result = run_assets([stream_asset(output, KEYED)], postgres, raise_on_error=False)
+    message = failure_message(result)
+    assert "ConnectionLostError" in message
+    assert "Asset shop/products: Asset shop/source: lost the connection" in message
+    assert "the output's iterator failed" not in message
 
 
 @pytest.mark.parametrize("form", ["generator", "reader"])

@@ -121,7 +121,11 @@ def chunked(chunks: Iterator[object]) -> ArrowFrame:
             "the output's iterator yielded no chunk: yield at least one frame (it may have no "
             "rows), so that the columns are known"
         )
-    head = _chunk_to_arrow(first, 0)
+    try:
+        head = _chunk_to_arrow(first, 0)
+    except BaseException:
+        close_source(chunks)  # its clean-up runs now, not when the traceback is let go
+        raise
 
     def batches() -> Iterator[pa.RecordBatch]:
         start = 0
@@ -151,14 +155,15 @@ def _chunk_to_arrow(chunk: object, start: int) -> ArrowFrame:
 
 
 # How a column's values travel when a handler sends them as text (TextAs).
-_VALUE_KINDS = {"jsonb": "dicts or lists (jsonb)", "numeric": "Decimals (numeric)"}
+_VALUE_KINDS = {"jsonb": "JSON values (jsonb)", "numeric": "decimals (numeric)"}
 
 
 def _check_value_kinds(head: ArrowFrame, chunk: ArrowFrame, start: int) -> None:
     """A later chunk's columns of Python objects hold what the first chunk's do: dicts and
     strings, say, are both sent as text, and would be stored as the first chunk's kind."""
-    for name in head.text_as.keys() | chunk.text_as.keys():
-        first, given = head.text_as.get(name), chunk.text_as.get(name)
+    first_kinds, kinds = head.sent_as_text, chunk.sent_as_text
+    for name in first_kinds.keys() | kinds.keys():
+        first, given = first_kinds.get(name), kinds.get(name)
         if first == given or name not in head.schema.names or name not in chunk.schema.names:
             continue
         if pa.types.is_null(chunk.schema.field(name).type):
@@ -172,8 +177,9 @@ def _check_value_kinds(head: ArrowFrame, chunk: ArrowFrame, start: int) -> None:
 
 def _value_kind(frame: ArrowFrame, name: str) -> str:
     arrow = frame.schema.field(name).type
-    if name in frame.text_as:
-        return _VALUE_KINDS[frame.text_as[name]]
+    kind = frame.sent_as_text.get(name)
+    if kind is not None:
+        return _VALUE_KINDS[kind]
     if pa.types.is_null(arrow):
         return "no value"
     if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
