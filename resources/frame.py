@@ -555,6 +555,8 @@ def _same_instants(given: pa.DataType, first: pa.DataType) -> bool:
     given, first = _encodable_type(given), _encodable_type(first)
     if pa.types.is_timestamp(given) and pa.types.is_timestamp(first):
         return bool(given.unit == first.unit and (given.tz is None) == (first.tz is None))
+    if _is_list(given) and _is_list(first):
+        return _same_instants(given.value_type, first.value_type)
     return bool(given == first)
 
 

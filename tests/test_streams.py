@@ -5,6 +5,7 @@ type checks (on a chunk far into the stream, the table unchanged), counts."""
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import gc
 import subprocess
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -559,6 +561,22 @@ def test_chunks_in_other_time_zones_are_the_same_instants(
 
     assert run_assets([stream_asset(output, KEYED)], postgres).success
     rows = db.fetch(f"SELECT sku, to_char(at AT TIME ZONE 'UTC', 'HH24:MI') AS utc FROM {TABLE}")
+    assert sorted((r["sku"], r["utc"]) for r in rows) == [(1, "10:00"), (2, "12:00")]
+
+
+def test_list_chunks_in_other_time_zones_are_the_same_instants(
+    postgres: PostgresResource, db: Database
+) -> None:
+    def noon_in(zone: str) -> pl.Series:
+        noon = dt.datetime(2024, 6, 1, 12, tzinfo=ZoneInfo(zone))
+        return pl.Series([[noon]], dtype=pl.List(pl.Datetime("us", zone)))
+
+    def output() -> Iterator[pl.DataFrame]:
+        yield pl.DataFrame({"sku": [1], "at": noon_in("Europe/Paris")})
+        yield pl.DataFrame({"sku": [2], "at": noon_in("UTC")})
+
+    assert run_assets([stream_asset(output, KEYED)], postgres).success
+    rows = db.fetch(f"SELECT sku, to_char(at[1] AT TIME ZONE 'UTC', 'HH24:MI') AS utc FROM {TABLE}")
     assert sorted((r["sku"], r["utc"]) for r in rows) == [(1, "10:00"), (2, "12:00")]
 
 
