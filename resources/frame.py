@@ -619,9 +619,13 @@ def _floored(array: pa.Array) -> pa.Array:
     """Nanosecond timestamps rounded down to whole microseconds, before and after 1970
     alike (a cast would truncate toward 1970), in lists too."""
     if _is_list(array.type):
-        values = _floored(array.values)
-        if values is array.values:
+        inner = array.values  # a new wrapper at each access: compared by identity below
+        values = _floored(inner)
+        if values is inner:
             return array
+        if array.offset:
+            # from_arrays takes no sliced offsets with a null mask: a copy starts at 0.
+            return _floored(pa.concat_arrays([array]))
         kind = pa.LargeListArray if pa.types.is_large_list(array.type) else pa.ListArray
         return kind.from_arrays(array.offsets, values, mask=array.is_null())
     if pa.types.is_timestamp(array.type) and array.type.unit == "ns":

@@ -547,6 +547,45 @@ def test_a_lazy_frame_that_cannot_be_planned_is_named(
     assert db.snapshot("lib.t") == before
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        # 70,000 rows: the write cuts them into pieces of 65,536, the second a slice.
+        pl.DataFrame(
+            {"id": range(70_000), "c": [None if i % 7 else [i, None] for i in range(70_000)]}
+        ),
+        pa.table(
+            {
+                "id": [1, 2, 3, 4],
+                "c": pa.array(
+                    [[1_000_001], None, [2_000_999, None], []], pa.list_(pa.timestamp("ns"))
+                ),
+            }
+        ).slice(1),
+    ],
+    ids=["polars-70k-rows", "arrow-sliced-nanoseconds"],
+)
+def test_list_columns_with_nulls_in_sliced_arrays(
+    frame: Any, postgres: PostgresResource, db: Database
+) -> None:
+    """A list column with NULLs in an Arrow slice (offsets not at 0)."""
+    assert run_assets(
+        [frame_asset(frame, key=("lib", "t"), metadata={"conflict_target": "id"})], postgres
+    ).success
+    rows = db.fetch("SELECT id, c::text AS c FROM lib.t ORDER BY id")
+    if isinstance(frame, pl.DataFrame):
+        assert len(rows) == 70_000
+        assert rows[:2] == [{"id": 0, "c": "{0,NULL}"}, {"id": 1, "c": None}]
+        assert rows[-1] == {"id": 69_999, "c": None}
+        assert sum(r["c"] is None for r in rows) == 70_000 - 10_000
+    else:
+        assert rows == [
+            {"id": 2, "c": None},
+            {"id": 3, "c": '{"1970-01-01 00:00:00.002",NULL}'},  # nanoseconds rounded down
+            {"id": 4, "c": "{}"},
+        ]
+
+
 def test_a_lazy_frame_scanning_a_missing_file_is_named(
     postgres: PostgresResource, db: Database, tmp_path: Path
 ) -> None:
