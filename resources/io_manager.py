@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .catalog import Column
 from .core import WritePlan, copy_upsert, read_arrow
 from .errors import CopyUpsertError, TableNotFoundError
-from .handlers import handler_for_input, to_arrow, without_none
+from .handlers import frame_annotation, handler_for_input, to_arrow
 from .outputs import (
     PLAN_KEYS,
     RUN_ID_COLUMN,
@@ -184,7 +184,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         input_metadata = plain(context.definition_metadata)
         try:
             refuse_misspelled_keys(input_metadata, of_input=True)
-            annotation = without_none(context.dagster_type.typing_type)
+            annotation = frame_annotation(context.dagster_type.typing_type)
             handler = handler_for_input(annotation)
             # A reader streams the table batch by batch, for tables larger than memory.
             streamed = annotation is pa.RecordBatchReader

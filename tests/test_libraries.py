@@ -586,6 +586,25 @@ def test_list_columns_with_nulls_in_sliced_arrays(
         ]
 
 
+def test_pandas_cells_holding_numpy_arrays_are_typed_arrays(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """What polars' to_pandas() makes of a list column: numpy arrays in an object column."""
+    frame = pl.DataFrame({"id": [1, 2, 3], "c": [[1, 2], [3], None]}).to_pandas()
+    assert isinstance(frame["c"].iloc[0], np.ndarray)
+    bad = frame_asset(frame, key=("lib", "t"), metadata={"conflict_target": "id"})
+    assert run_assets([bad], postgres).success
+    assert db.fetch("SELECT id, c::text AS c FROM lib.t ORDER BY id") == [
+        {"id": 1, "c": "{1,2}"},
+        {"id": 2, "c": "{3}"},
+        {"id": 3, "c": None},
+    ]
+    assert db.fetch(
+        "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute "
+        "WHERE attrelid = 'lib.t'::regclass AND attname = 'c'"
+    ) == [{"t": "bigint[]"}]
+
+
 def test_a_lazy_frame_scanning_a_missing_file_is_named(
     postgres: PostgresResource, db: Database, tmp_path: Path
 ) -> None:

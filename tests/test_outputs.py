@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 import pytest
 from dagster import (
     AssetIn,
@@ -186,6 +188,37 @@ def test_dynamic_outputs_get_a_table_each(postgres: PostgresResource, db: Databa
         assert _values(db, f"public.fan_out__regions__result__{region}", "region") == [region]
         tagged = _values(db, f"public.fan_out__tag__{region}__result", "region", "tagged")
         assert tagged == [(region, True)]
+
+
+def test_a_fan_in_annotated_as_a_list_loads_each_output_as_its_element_type(
+    postgres: PostgresResource,
+) -> None:
+    seen: dict[str, list[object]] = {}
+
+    @op(out=DynamicOut(metadata={"conflict_target": "id"}))
+    def regions() -> Iterator[DynamicOutput[pl.DataFrame]]:
+        for region in ("north", "south"):
+            frame = pl.DataFrame({"id": [1, 2], "region": [region] * 2})
+            yield DynamicOutput(frame, mapping_key=region)
+
+    @op
+    def gather_arrow(frames: list[pa.Table]) -> None:
+        seen["arrow"] = list(frames)
+
+    @op
+    def gather_polars(frames: list[pl.DataFrame]) -> None:
+        seen["polars"] = list(frames)
+
+    @job(resource_defs=resources_for(postgres))
+    def fan_in() -> None:
+        collected = regions().collect()
+        gather_arrow(collected)
+        gather_polars(collected)
+
+    assert fan_in.execute_in_process().success
+    assert sorted(t.column("region")[0].as_py() for t in seen["arrow"]) == ["north", "south"]
+    assert all(isinstance(t, pa.Table) and t.num_rows == 2 for t in seen["arrow"])
+    assert all(isinstance(f, pl.DataFrame) and f.height == 2 for f in seen["polars"])
 
 
 def test_keys_of_three_components_do_not_collide(postgres: PostgresResource, db: Database) -> None:

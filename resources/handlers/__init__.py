@@ -26,9 +26,9 @@ from .pandas_handler import PandasHandler
 
 __all__ = [
     "FrameHandler",
+    "frame_annotation",
     "handler_for_input",
     "to_arrow",
-    "without_none",
 ]
 
 # polars' oldest release with LazyFrame.collect_batches, the streaming a LazyFrame write uses.
@@ -187,13 +187,16 @@ def _value_kind(frame: ArrowFrame, name: str) -> str:
     return f"values of Arrow type {arrow}"
 
 
-def without_none(annotation: Any) -> Any:
-    """``X`` for an input annotated ``X | None`` (``Optional[X]``); any other annotation as
-    it is."""
+def frame_annotation(annotation: Any) -> Any:
+    """The frame type an input annotation asks for: ``X`` for ``X | None`` (``Optional[X]``)
+    and for ``list[X]`` (a fan-in of dynamic outputs, each loaded as ``X``); any other
+    annotation as it is."""
     if get_origin(annotation) in (Union, UnionType):
         others = [a for a in get_args(annotation) if a is not type(None)]
         if len(others) == 1:
-            return others[0]
+            return frame_annotation(others[0])
+    if get_origin(annotation) is list and len(get_args(annotation)) == 1:
+        return get_args(annotation)[0]
     return annotation
 
 

@@ -196,7 +196,7 @@ def _json(value: Any, column: str) -> str | None:
 def _present(value: Any) -> bool:
     """Not a missing value. Decimal('NaN') is a value (numeric has NaN), though pandas counts
     it missing."""
-    if value is None or isinstance(value, dict | list | decimal.Decimal):
+    if value is None or isinstance(value, dict | list | decimal.Decimal | np.ndarray):
         return value is not None
     return not bool(pd.isna(value))
 
