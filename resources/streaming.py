@@ -28,6 +28,7 @@ __all__ = ["record_batch_reader"]
 # How often a piece waiting for the reader checks that the reader is still there.
 _WAIT_SECONDS = 0.2
 _END = object()
+_WAKE = object()
 
 
 class ReaderClosed(Exception):
@@ -35,11 +36,15 @@ class ReaderClosed(Exception):
 
 
 class _Pipe:
-    """Pieces from the resource's loop to the reader's thread, one at a time."""
+    """Pieces from the resource's loop to the reader's thread, one at a time, then how the
+    read ended. Neither side waits for the other for good: a reader never read (its step
+    failed, and a traceback holds it) must not keep a thread, or the process, alive."""
 
     def __init__(self) -> None:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self.closed = threading.Event()
+        self.closed = threading.Event()  # the reader is gone: send no more
+        self.ended = threading.Event()  # the read is over, as ``outcome`` says
+        self.outcome: object = _END
 
     async def begin(self, schema: pa.Schema, columns: Mapping[str, Column]) -> None:
         await self.send((schema, columns))
@@ -48,7 +53,8 @@ class _Pipe:
         await asyncio.to_thread(self._put, piece)
 
     def _put(self, item: Any) -> None:
-        while not self.closed.is_set():
+        # A send cancelled with the read (its resource disposed) ends here too.
+        while not (self.closed.is_set() or self.ended.is_set()):
             try:
                 self.queue.put(item, timeout=_WAIT_SECONDS)
                 return
@@ -56,11 +62,30 @@ class _Pipe:
                 continue
         raise ReaderClosed
 
+    def end(self, outcome: object) -> None:
+        """The read is over: ``_END``, or the error the reader raises after the pieces."""
+        self.outcome = outcome
+        self.ended.set()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(_WAKE)  # a reader waiting in take()
+
     def take(self) -> Any:
-        item = self.queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        while True:
+            if self.ended.is_set():
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    item = self.outcome
+            else:
+                try:
+                    item = self.queue.get(timeout=_WAIT_SECONDS)
+                except queue.Empty:
+                    continue
+            if item is _WAKE:
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
 
 
 def record_batch_reader(
@@ -90,8 +115,7 @@ def record_batch_reader(
             outcome.__cause__ = exc
         except BaseException as exc:  # handed to the reader's thread
             outcome = exc
-        with contextlib.suppress(ReaderClosed):  # nobody reads any more
-            pipe._put(outcome)
+        pipe.end(outcome)
 
     threading.Thread(target=work, name="copy-upsert-stream", daemon=True).start()
     schema, columns = pipe.take()

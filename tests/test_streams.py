@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,6 +32,7 @@ from resources.handlers import to_arrow
 from .conftest import Database
 from .helpers import counts, failure_message, frame_asset, run_assets, written
 
+ROOT = Path(__file__).resolve().parents[1]
 TABLE = "shop.products"
 KEYED = {"conflict_target": "sku"}
 CHUNK = 40_000  # rows per chunk: several of the encoder's 65,536-row pieces in all
@@ -389,6 +391,26 @@ def test_a_reader_left_early_ends_the_copy(postgres: PostgresResource, db: Datab
     assert postgres.run(
         lambda conn: read_table(conn, schema="shop", table="products", columns=["sku"])
     ).shape == (400_000, 1)
+
+
+def test_a_reader_never_read_nor_freed_lets_the_process_end(
+    database_url: str, db: Database
+) -> None:
+    """A step returning a generator over its reader input fails before reading it: the
+    reader's COPY and threads end with the run, and the process exits (it hung, with a
+    thread of the resource's loop waiting for the reader to take a piece)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.abandoned_reader", database_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "failed"
+    assert "Asset copied: table public.source belongs to asset source" in done.stderr
+    assert db.fetch("SELECT count(*) AS n FROM public.source") == [{"n": 300_000}]
+    assert _wait_until(lambda: not _copy_running(db))
 
 
 def test_a_reader_of_a_missing_table_names_the_asset(postgres: PostgresResource) -> None:
