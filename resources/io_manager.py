@@ -25,6 +25,7 @@ from .outputs import (
     RUN_ID_COLUMN,
     SHARED_OWNER,
     check_run,
+    for_one_run,
     input_label,
     no_partition,
     output_label,
@@ -131,6 +132,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             if run_scoped(context, metadata) and frame.schema.names:
                 # (A frame without columns is refused as it is, with nothing to tag.)
                 frame = frame.with_constant(RUN_ID_COLUMN, context.run_id)
+                plan = for_one_run(plan)
             result = self.postgres.run(
                 lambda conn: copy_upsert(
                     conn,

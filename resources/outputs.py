@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -23,7 +24,7 @@ from dagster import (
 
 from .catalog import Column
 from .errors import TableMismatchError, WritePlanError
-from .options import KeySlice, PartitionSlice, TimeWindowSlice
+from .options import KeySlice, PartitionSlice, TimeWindowSlice, WritePlan
 from .sql import fitted_name
 
 # Definition metadata keys that shape a write; see WritePlan.from_options.
@@ -206,6 +207,14 @@ def run_scoped(context: OutputContext, metadata: Mapping[str, Any]) -> bool:
     """Whether the output's rows carry their run's id: an op output in a table the naming
     rule chose (a table named in metadata is the user's, and holds their columns only)."""
     return not context.has_asset_key and not metadata.get("table")
+
+
+def for_one_run(plan: WritePlan) -> WritePlan:
+    """The plan of a run-scoped output (:func:`run_scoped`): its table holds one run's rows,
+    so every write replaces the rows of the runs before, whatever the ``write_mode`` (an
+    upsert kept them, and the next step found another run's rows); a ``conflict_target``
+    still resolves the frame's repeated keys."""
+    return replace(plan, write_mode="replace", on_conflict="update", update_columns=None)
 
 
 def check_run(

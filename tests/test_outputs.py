@@ -169,6 +169,35 @@ def test_a_keyed_op_output_in_random_order_keeps_its_run_id(
         assert total_row == (pytest.approx(0.6), 3)
 
 
+def test_an_op_output_table_holds_its_last_runs_rows(
+    postgres: PostgresResource, db: Database
+) -> None:
+    """A keyed op output whose keys change from run to run: each run's table holds that
+    run's rows only (an upsert kept the earlier run's, and the next step refused them)."""
+    keys = iter([[1, 2], [3]])
+
+    @op(out=Out(metadata={"conflict_target": "id"}))
+    def scores() -> pd.DataFrame:
+        ids = next(keys)
+        return pd.DataFrame({"id": ids, "score": [i / 10 for i in ids]})
+
+    @op
+    def total(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"ids": [",".join(map(str, sorted(frame["id"])))]})
+
+    @job(resource_defs=resources_for(postgres))
+    def scored() -> None:
+        total(scores())
+
+    for expected in ([1, 2], [3]):
+        result = scored.execute_in_process()
+        assert result.success
+        rows = _values(db, "public.scored__scores__result", "id", "dagster_run_id")
+        assert rows == [(i, result.run_id) for i in expected]
+        seen = ",".join(map(str, expected))
+        assert _values(db, "public.scored__total__result", "ids") == [seen]
+
+
 def test_dynamic_outputs_get_a_table_each(postgres: PostgresResource, db: Database) -> None:
     @op(out=DynamicOut())
     def regions() -> Iterator[DynamicOutput[pd.DataFrame]]:
