@@ -158,7 +158,10 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         }
         if result.row_count is not None:
             metadata_out["dagster/row_count"] = result.row_count
-        if result.partition_row_count is not None:
+        # A range written in one run (a single-run backfill) records the same metadata on
+        # each partition's materialization: the range's count is no partition's.
+        ranged = context.has_asset_partitions and len(context.asset_partition_keys) > 1
+        if result.partition_row_count is not None and not ranged:
             metadata_out["dagster/partition_row_count"] = result.partition_row_count
         context.add_output_metadata(
             {
