@@ -33,6 +33,8 @@ class Column:
     type: PgType
     not_null: bool = False
     has_default: bool = False
+    # GENERATED ALWAYS AS (...): the table computes it, and refuses a value for it.
+    generated: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ SELECT
         'display', format_type(a.atttypid, a.atttypmod),
         'not_null', a.attnotnull,
         'has_default', a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
+        'generated', a.attgenerated <> '',
         'base', CASE
             WHEN coalesce(e.typtype, b.typtype) = 'e' THEN 'enum'
             WHEN coalesce(e.typnamespace, b.typnamespace) <> 'pg_catalog'::regnamespace
@@ -167,6 +170,7 @@ async def read_catalog(driver: asyncpg.Connection, schema: str, table: str) -> C
                 ),
                 not_null=c["not_null"],
                 has_default=c["has_default"],
+                generated=c["generated"],
             )
             for c in _json(row["columns"]) or []
         }

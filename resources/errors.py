@@ -193,9 +193,11 @@ def _unique(exc: BaseException, op: Operation) -> CopyUpsertError:
 
 
 def _not_null(exc: BaseException, op: Operation) -> CopyUpsertError:
+    message = getattr(exc, "message", None) or str(exc)  # without the failing row's DETAIL
     return TableMismatchError(
         f"column {getattr(exc, 'column_name', None)!r} of table {op.table} is NOT NULL but "
-        f"would be NULL ({exc}); include it in the frame with values, or give it a default"
+        f"would be NULL ({message}): fill the column's NULLs in the frame, or, when the frame "
+        "lacks the column, add it, or give the table's column a default"
     )
 
 

@@ -438,6 +438,11 @@ def _fits(frame: PreparedFrame, stored: Mapping[str, Column], name: str) -> dict
     for column, frame_type in frame.types.items():
         if column not in stored:
             continue
+        if stored[column].generated:
+            raise TableMismatchError(
+                f"column {column!r} of table {name} is generated (GENERATED ALWAYS AS ...): "
+                "the table computes it and takes no value for it; drop it from the frame"
+            )
         if column in frame.null_columns:
             fits[column] = Fit.EXACT  # NULLs carry no type
             continue

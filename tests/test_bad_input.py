@@ -141,9 +141,18 @@ CASES = [
         "not-null-column-left-null",
         with_column("qty", pd.array([1, None, 3], dtype="Int64")),
         KEYED,
-        ["'qty'", "NOT NULL"],
+        ["'qty'", "NOT NULL", "fill the column's NULLs in the frame"],
         seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, price float8, "
-        "qty int8 NOT NULL); INSERT INTO shop.products VALUES ('a', 1, 1)",
+        "qty int8 NOT NULL DEFAULT 0); INSERT INTO shop.products VALUES ('a', 1, 1)",
+    ),
+    Case(
+        "generated-column-in-frame",
+        with_column("total", [1.0, 4.0, 9.0]),  # a table read, then written back
+        KEYED,
+        ["column 'total' of table shop.products is generated", "drop it from the frame"],
+        seed_sql="CREATE TABLE shop.products (sku text PRIMARY KEY, price float8, qty int8, "
+        "total float8 GENERATED ALWAYS AS (price * qty) STORED);"
+        "INSERT INTO shop.products VALUES ('a', 1, 1)",
     ),
     Case(
         "nul-byte-in-text", with_column("name", ["a", "b\x00c", "d"]), KEYED, ["'name'", "NUL byte"]
