@@ -56,8 +56,9 @@ async def check_rows_in_partition(write: Write, step: steps.CheckRowsInPartition
     )
     if outside is not None:
         raise FrameError(
-            f"the frame has rows outside the partition being written, e.g. {dict(outside)}; "
-            f"return only the partition's rows (partition_expr {list(step.columns)})"
+            f"the frame has rows outside the partition being written ({step.bounds}), e.g. "
+            f"{dict(outside)}; return only the partition's rows (partition_expr "
+            f"{list(step.columns)})"
         )
 
 

@@ -26,7 +26,7 @@ from .counts import COUNT_ROWS_UP_TO_BYTES as COUNT_ROWS_UP_TO_BYTES
 from .counts import row_counts
 from .errors import TableMismatchError, WritePlanError
 from .frame import ROW_NUMBER_COLUMN, PreparedFrame
-from .options import PartitionSlice, WritePlan
+from .options import PartitionSlice, TimeWindowSlice, WritePlan
 from .steps import (
     AddColumns,
     AddPrimaryKey,
@@ -328,7 +328,7 @@ def _staged_steps(
         steps.append(CheckValuesKept(rounding))
     if partition:
         columns = tuple(s.column for s in partition)
-        steps.append(CheckRowsInPartition(columns))
+        steps.append(CheckRowsInPartition(columns, describe_partition(partition)))
         # A key that holds the partition columns is stored, if at all, in the partition its
         # staged row lies in (checked just above): only another key needs the check, which
         # probes every other partition.
@@ -394,6 +394,19 @@ def _merge_steps(
     merge = Merge("merge", options.on_conflict, updates, refuse, diagnose_casts)
     unless = ("cardinality_violation", "unique_violation", "feature_not_supported")
     return (Attempt((merge,), unless, tuple(on_conflict)),)
+
+
+def describe_partition(partition: Sequence[PartitionSlice]) -> str:
+    """The rows a partition (or a range of them) holds, as a message shows them:
+    ``day in [2024-01-01 00:00:00+00:00, 2024-01-04 00:00:00+00:00)``, ``region in ['north']``."""
+    parts = []
+    for part in partition:
+        if isinstance(part, TimeWindowSlice):
+            parts.append(f"{part.column} in [{part.start}, {part.end})")
+        else:
+            keys = list(part.keys[:5]) + (["..."] if len(part.keys) > 5 else [])
+            parts.append(f"{part.column} in {keys}")
+    return " and ".join(parts)
 
 
 def stage_name(columns: Sequence[tuple[str, str]]) -> str:

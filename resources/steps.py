@@ -97,9 +97,11 @@ class CheckValuesKept:
 
 @dataclass(frozen=True)
 class CheckRowsInPartition:
-    """Refuse staged rows outside the partition being written."""
+    """Refuse staged rows outside the partition being written, which ``bounds`` describes
+    (for the message)."""
 
     columns: tuple[str, ...]
+    bounds: str = ""
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,7 @@ def test_rows_outside_the_partition_are_refused(
     result = run_assets([stray], postgres, partition_key="2024-03-01-01:00", raise_on_error=False)
     message = failure_message(result)
     assert "rows outside the partition being written" in message and "'at'" in message
+    assert "(at in [2024-03-01 01:00:00+00:00, 2024-03-01 02:00:00+00:00))" in message
     assert db.snapshot('p."stray"') in (None, (0, "d41d8cd98f00b204e9800998ecf8427e"))
 
 
