@@ -4,9 +4,10 @@ column, and its binary COPY data, chunk by chunk."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -378,6 +379,20 @@ def source_failed(source: str, exc: Exception, advice: str) -> FrameError:
     )
 
 
+def json_text(value: Any, column: str) -> str:
+    """A dict or list (a pandas cell, an Arrow struct's value) as the JSON text jsonb
+    stores; JSON has no NaN or Infinity, which jsonb would refuse."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise FrameError(
+            f"column {column!r} holds dicts or lists, stored as jsonb, and one of them holds "
+            f"what JSON cannot ({exc}): JSON holds numbers (no NaN or Infinity), strings, "
+            "booleans, null, lists and dicts; convert the rest first (None for NaN, str() "
+            "for dates and Decimals, int() or float() for numpy numbers)"
+        ) from exc
+
+
 def close_source(rows: object) -> None:
     """Close a pass over a frame's rows (a generator), however the pass ended: a failed
     write's traceback would keep it, and what it holds (a running query, a user's
@@ -591,7 +606,8 @@ def _encodable_type(arrow_type: pa.DataType) -> pa.DataType:
 
 def _unstorable(given: pa.Field) -> FrameError:
     hint = (
-        ": send it as JSON text (a polars Struct is written as jsonb)"
+        ": send it as JSON text (a struct column of its own, polars' or Arrow's, is written as "
+        "jsonb)"
         if pa.types.is_struct(given.type) or pa.types.is_map(given.type)
         else ""
     )

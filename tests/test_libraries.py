@@ -502,11 +502,15 @@ def test_a_polars_frame_upserts_into_partitions_and_adds_columns(
         ),
         (
             pa.table({"id": [1], "v": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64()))}),
-            ["column 'v' has Arrow type map<string, int64>", "send it as JSON text"],
+            [
+                "column 'v' has Arrow type map<string, int64>",
+                "send it as JSON text (a struct column of its own, polars' or Arrow's, is "
+                "written as jsonb)",
+            ],
         ),
         (
-            pa.table({"id": [1], "v": pa.array([{"a": 1}])}),
-            ["column 'v' has Arrow type struct<a: int64>", "a polars Struct is written as jsonb"],
+            pa.table({"id": [1], "v": pa.array([[{"a": 1}]])}),
+            ["column 'v' has Arrow type list<item: struct<a: int64>>"],
         ),
         (
             pa.table({"id": [1], "v": pa.array([[[1]]], pa.list_(pa.list_(pa.int64())))}),
@@ -514,7 +518,14 @@ def test_a_polars_frame_upserts_into_partitions_and_adds_columns(
         ),
         (pd.Series([1, 2], name="id"), ["returned Series", "series.to_frame()"]),
     ],
-    ids=["polars-object", "polars-int128", "arrow-map", "arrow-struct", "nested-list", "series"],
+    ids=[
+        "polars-object",
+        "polars-int128",
+        "arrow-map",
+        "arrow-list-of-struct",
+        "nested-list",
+        "series",
+    ],
 )
 def test_unstorable_columns_are_refused_naming_them(
     frame: Any, expected: list[str], postgres: PostgresResource, db: Database
@@ -603,6 +614,34 @@ def test_pandas_cells_holding_numpy_arrays_are_typed_arrays(
         "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute "
         "WHERE attrelid = 'lib.t'::regclass AND attname = 'c'"
     ) == [{"t": "bigint[]"}]
+
+
+@pytest.mark.parametrize("form", ["table", "reader"])
+def test_an_arrow_struct_column_is_jsonb(
+    form: str, postgres: PostgresResource, db: Database
+) -> None:
+    """As a polars Struct is: each value's JSON, a NULL struct NULL."""
+    table = pa.table(
+        {"id": [1, 2, 3], "v": pa.array([{"a": 1, "b": "x"}, None, {"a": None, "b": "y"}])}
+    )
+    output = (
+        table
+        if form == "table"
+        else pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=2))
+    )
+    asset_ = frame_asset(lambda: output, key=("lib", "t"), metadata={"conflict_target": "id"})
+    assert run_assets([asset_], postgres).success
+    assert db.fetch("SELECT id, v::text AS v, jsonb_typeof(v) AS kind FROM lib.t ORDER BY id") == [
+        {"id": 1, "v": '{"a": 1, "b": "x"}', "kind": "object"},
+        {"id": 2, "v": None, "kind": None},
+        {"id": 3, "v": '{"a": null, "b": "y"}', "kind": "object"},
+    ]
+    bad = pa.table({"id": [4], "v": pa.array([{"a": float("nan")}])})
+    refused = frame_asset(bad, key=("lib", "t"), metadata={"conflict_target": "id"})
+    before = db.snapshot("lib.t")
+    message = failure_message(run_assets([refused], postgres, raise_on_error=False))
+    assert "column 'v' holds dicts or lists, stored as jsonb" in message, message
+    assert db.snapshot("lib.t") == before
 
 
 def test_a_lazy_frame_scanning_a_missing_file_is_named(

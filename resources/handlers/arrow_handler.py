@@ -5,7 +5,7 @@ types, decimals of the column's precision, typed lists)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from ..catalog import Column
 from ..errors import FrameError
-from ..frame import ArrowFrame, failing_part_way
+from ..frame import ArrowFrame, failing_part_way, json_text
 from ..types import numeric_digits
 
 # Array element types read as typed Arrow lists (the rest stay JSON text).
@@ -38,12 +38,14 @@ class ArrowHandler:
     supported_types: tuple[type, ...] = (pa.Table, pa.RecordBatch, pa.RecordBatchReader)
 
     def to_arrow(self, obj: pa.Table | pa.RecordBatch | pa.RecordBatchReader) -> ArrowFrame:
-        """The table as it is; a reader as a stream read once."""
+        """The table as it is; a reader as a stream read once. Struct columns are sent as
+        JSON (jsonb), as polars' Structs and pandas' dicts are."""
         if isinstance(obj, pa.RecordBatchReader):
             return stream(obj)
         if isinstance(obj, pa.RecordBatch):
             obj = pa.Table.from_batches([obj])
-        return ArrowFrame.from_table(obj)
+        structs = _structs(obj.schema)
+        return ArrowFrame.from_table(_as_json(obj, structs), dict.fromkeys(structs, "jsonb"))
 
     def from_arrow(self, table: pa.Table, columns: Mapping[str, Column]) -> pa.Table:
         """The read's table, each column in the Arrow type closest to the stored one."""
@@ -77,16 +79,40 @@ class ArrowStreamHandler:
 
 
 def stream(reader: pa.RecordBatchReader) -> ArrowFrame:
-    """A reader as a frame whose rows can be read once; an error in making its batches (the
-    user's code behind it) fails the write, naming the stream."""
-    return ArrowFrame(
-        schema=reader.schema,
-        batches=lambda: failing_part_way(
+    """A reader as a frame whose rows can be read once (struct columns as JSON); an error
+    in making its batches (the user's code behind it) fails the write, naming the stream."""
+    structs = _structs(reader.schema)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        made = failing_part_way(
             iter(reader), "the output's Arrow stream", "fix the code that makes its batches"
-        ),
+        )
+        for batch in made:
+            yield _as_json(batch, structs)
+
+    return ArrowFrame(
+        schema=_as_json(reader.schema.empty_table(), structs).schema,
+        batches=batches,
         rows=None,
         replayable=False,
+        text_as=dict.fromkeys(structs, "jsonb"),
     )
+
+
+def _structs(schema: pa.Schema) -> list[str]:
+    return [field.name for field in schema if pa.types.is_struct(field.type)]
+
+
+def _as_json(table: Any, structs: list[str]) -> Any:
+    """A table or record batch with its ``structs`` columns as JSON text (a NULL struct
+    stays NULL)."""
+    for name in structs:
+        i = table.schema.get_field_index(name)
+        text = [None if v is None else json_text(v, name) for v in table.column(i).to_pylist()]
+        table = table.set_column(
+            i, pa.field(name, pa.large_string()), pa.array(text, pa.large_string())
+        )
+    return table
 
 
 def arrow_table(table: pa.Table, columns: Mapping[str, Column]) -> pa.Table:

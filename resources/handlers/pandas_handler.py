@@ -18,7 +18,14 @@ import pyarrow as pa
 
 from ..catalog import Column
 from ..errors import FrameError
-from ..frame import ROWS_PER_CHUNK, ArrowFrame, InMemoryRows, TextAs, refuse_repeated_names
+from ..frame import (
+    ROWS_PER_CHUNK,
+    ArrowFrame,
+    InMemoryRows,
+    TextAs,
+    json_text,
+    refuse_repeated_names,
+)
 from ..types import read_type
 
 
@@ -178,19 +185,8 @@ def _column_to_arrow(column: pd.Series, field: pa.Field, text_as: TextAs | None)
 
 
 def _json(value: Any, column: str) -> str | None:
-    """A dict or list as its JSON text (None stays NULL); JSON has no NaN or Infinity, which
-    jsonb would refuse."""
-    if not _present(value):
-        return None
-    try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise FrameError(
-            f"column {column!r} holds dicts or lists, stored as jsonb, and one of them holds "
-            f"what JSON cannot ({exc}): JSON holds numbers (no NaN or Infinity), strings, "
-            "booleans, null, lists and dicts; convert the rest first (None for NaN, str() "
-            "for dates and Decimals, int() or float() for numpy numbers)"
-        ) from exc
+    """A dict or list as its JSON text; a missing value stays NULL."""
+    return json_text(value, column) if _present(value) else None
 
 
 def _present(value: Any) -> bool:
